@@ -1,0 +1,132 @@
+"""The ``handrail`` command line: parse, call one library function, print.
+
+Each subcommand lives in a small ``_cmd_*`` function that calls into the library; every feature here is
+usable from Python without the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from handrail import __version__
+from handrail.errors import HandrailError
+
+
+def _cmd_profile_show(args: argparse.Namespace) -> int:
+    from handrail.robot.profile import format_profile_table, load_profile
+
+    profile = load_profile(args.profile, calibration=args.calibration)
+    print(format_profile_table(profile))
+    return 0
+
+
+def _cmd_model_render(args: argparse.Namespace) -> int:
+    # Headless rendering needs a GL backend chosen before mujoco is imported.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from handrail.robot.profile import load_profile
+    from handrail.sim.model import build_scene_for_profile
+    from handrail.sim.render import render_home_pose
+
+    profile = load_profile(args.profile)
+    model = build_scene_for_profile(profile)
+    written = render_home_pose(model, Path(args.out), width=args.width, height=args.height)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from handrail.robot.emulator import run_emulator
+    from handrail.robot.profile import load_profile
+
+    profile = load_profile(args.profile)
+    return run_emulator(
+        profile,
+        args.reality_seed,
+        reality_out=Path(args.reality_out) if args.reality_out else None,
+        faults=args.fault,
+        control_path=Path(args.control) if args.control else None,
+        seconds=args.seconds,
+        json_ready=args.json,
+    )
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from handrail.robot.doctor import format_reports, run_doctor
+    from handrail.robot.profile import load_profile
+
+    profile = load_profile(args.profile)
+    reports = run_doctor(profile, args.port)
+    print(format_reports(profile, reports))
+    return 1 if any(report.warnings for report in reports) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="handrail",
+        description="Sim-to-real for dexterous hands: train in randomized MuJoCo, deploy safely.",
+    )
+    parser.add_argument("--version", action="version", version=f"handrail {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    profile = commands.add_parser("profile", help="inspect and validate hand profiles")
+    profile_commands = profile.add_subparsers(dest="profile_command", metavar="SUBCOMMAND", required=True)
+    show = profile_commands.add_parser("show", help="validate a hand profile and print it as a table")
+    show.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")
+    show.add_argument("--calibration", default=None, help="calibration overlay TOML to apply")
+    show.set_defaults(handler=_cmd_profile_show)
+
+    model = commands.add_parser("model", help="the MuJoCo model of the hand and its scene")
+    model_commands = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
+    render = model_commands.add_parser(
+        "render", help="render the hand in its home pose from every scene camera (one PNG per camera)"
+    )
+    render.add_argument("--out", default="hand.png", help="base path; writes <stem>_<camera>.png beside it")
+    render.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")
+    render.add_argument("--width", type=int, default=640, help="image width in pixels")
+    render.add_argument("--height", type=int, default=480, help="image height in pixels")
+    render.set_defaults(handler=_cmd_model_render)
+
+    emulate = commands.add_parser(
+        "emulate",
+        help="run the virtual hand: MuJoCo behind a pseudo-terminal speaking Dynamixel Protocol 2.0",
+    )
+    emulate.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")
+    emulate.add_argument("--reality-seed", type=int, default=0, help="seed of the hidden reality (default 0)")
+    emulate.add_argument("--reality-out", default=None, help="write the drawn reality (sealed copy) as JSON here")
+    emulate.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND[=VALUE]",
+        help="fault at start, repeatable: drop=0.5, corrupt=0.5, delay=100 (ms), disconnect, "
+        "stuck=JOINT, overload=JOINT, overheat=JOINT",
+    )
+    emulate.add_argument("--control", default=None, help="control socket path (default: a fresh temp folder)")
+    emulate.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    emulate.add_argument("--json", action="store_true", help="print the ready line as JSON (for programs)")
+    emulate.set_defaults(handler=_cmd_emulate)
+
+    doctor = commands.add_parser("doctor", help="check serial ports: what answers, latency timer, permissions")
+    doctor.add_argument("--port", default=None, help="only this port (default: every serial port found)")
+    doctor.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")
+    doctor.set_defaults(handler=_cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (0 ok, 2 usage or input error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except HandrailError as error:
+        print(f"handrail: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,454 @@
+"""Hand profiles: one validated file per hand, in policy order, plus the calibration overlay.
+
+A profile (``robot/profiles/*.toml``) names, for each joint in the order the policy sees them, its MJCF
+joint and actuator, motor id, direction (+1/-1), gear ratio, zero offset [rad], soft position limits [rad], home
+position [rad], max speed [rad/s], max acceleration [rad/s^2], current limit [mA] and temperature limit
+[degC]; the bus (port, baud, protocol, motor model); and the control rate [Hz]. ``[joint_defaults]``
+gives hand-wide values that a joint entry may tighten for itself but never loosen.
+
+A calibration overlay (a separate TOML written by the calibration stage) replaces zero offsets and
+directions and may tighten limits; a recalibration never edits the profile itself.
+
+Every problem raises :class:`~handrail.robot.errors.ProfileError` naming the file, the field, the value
+and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from handrail.robot.errors import ProfileError
+
+PROFILE_SCHEMA_VERSION = 1
+CALIBRATION_SCHEMA_VERSION = 1
+
+# Baud rates an X-series servo accepts (ROBOTIS e-manual, Baud Rate register).
+DYNAMIXEL_BAUD_RATES = (9600, 57600, 115200, 1_000_000, 2_000_000, 3_000_000, 4_000_000, 4_500_000)
+
+# Limits that a joint entry or a calibration overlay may tighten but never loosen.
+TIGHTEN_ONLY_LIMITS = ("max_speed_rad_s", "max_accel_rad_s2", "current_limit_ma", "temperature_limit_c")
+
+_FIELD_FIXES = {
+    "motor_id": "use the servo's bus id, 0-252",
+    "direction": "use 1 when the joint angle grows with the motor angle, -1 when it shrinks",
+    "gear_ratio": "give motor turns per joint turn, 1.0 for a direct-drive servo horn",
+    "max_speed_rad_s": "give a positive speed in rad/s (LEAP default: 3.0)",
+    "max_accel_rad_s2": "give a positive acceleration in rad/s^2",
+    "current_limit_ma": "give a positive current in mA (XC330 default for LEAP: 350)",
+    "temperature_limit_c": "give a temperature in degC between 20 and 100 (XC330 default: 70)",
+    "control_rate_hz": "give the control loop rate in Hz, e.g. 30",
+    "baud": f"use one of {', '.join(str(b) for b in DYNAMIXEL_BAUD_RATES)}",
+    "timeout_ms": "give the status-packet timeout in ms, e.g. 20",
+    "bus_watchdog_ms": "give 20-2540 ms (Bus Watchdog counts in 20 ms steps)",
+    "protocol": "handrail speaks Dynamixel Protocol 2.0 only: set protocol = 2.0",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BusSpec(_Frozen):
+    """The serial bus the hand's servos share."""
+
+    port: str = Field(min_length=1)
+    baud: int
+    protocol: Literal[2.0]
+    motor_model: str = Field(min_length=1)
+    timeout_ms: float = Field(gt=0, le=1000)
+    fast_sync_read: bool = True
+
+    @field_validator("baud")
+    @classmethod
+    def _baud_is_dynamixel(cls, baud: int) -> int:
+        if baud not in DYNAMIXEL_BAUD_RATES:
+            raise ValueError(f"{baud} is not a Dynamixel baud rate")
+        return baud
+
+
+class ServoSpec(_Frozen):
+    """Servo-side settings written by ``configure``: position gains (register units) and bus watchdog."""
+
+    position_p_gain: int = Field(ge=0, le=16383)
+    position_i_gain: int = Field(ge=0, le=16383)
+    position_d_gain: int = Field(ge=0, le=16383)
+    bus_watchdog_ms: int = Field(ge=20, le=2540)
+    return_delay_us: int = Field(ge=0, le=508)
+
+
+class JointSpec(_Frozen):
+    """One actuated joint of the hand, in joint units (rad, rad/s, mA, degC)."""
+
+    name: str = Field(min_length=1)
+    mjcf_joint: str = Field(min_length=1)
+    mjcf_actuator: str = Field(min_length=1)
+    motor_id: int = Field(ge=0, le=252)
+    direction: Literal[1, -1]
+    gear_ratio: float = Field(gt=0)
+    zero_offset_rad: float
+    soft_limits_rad: tuple[float, float]
+    home_rad: float
+    max_speed_rad_s: float = Field(gt=0)
+    max_accel_rad_s2: float = Field(gt=0)
+    current_limit_ma: float = Field(gt=0)
+    temperature_limit_c: float = Field(ge=20, le=100)
+
+    @model_validator(mode="after")
+    def _limits_are_ordered(self) -> JointSpec:
+        low_rad, high_rad = self.soft_limits_rad
+        if not all(math.isfinite(v) for v in (low_rad, high_rad, self.home_rad, self.zero_offset_rad)):
+            raise ValueError("soft_limits_rad, home_rad and zero_offset_rad must be finite numbers")
+        if not low_rad < high_rad:
+            raise ValueError(f"soft_limits_rad = [{low_rad}, {high_rad}]: the lower limit must be below the upper")
+        if not low_rad <= self.home_rad <= high_rad:
+            raise ValueError(f"home_rad = {self.home_rad} lies outside soft_limits_rad [{low_rad}, {high_rad}]")
+        return self
+
+
+class HandProfile(_Frozen):
+    """A validated hand profile. ``joints`` are in policy order."""
+
+    schema_version: int
+    name: str = Field(min_length=1)
+    description: str = ""
+    mjcf: Path
+    control_rate_hz: float = Field(gt=0, le=1000)
+    bus: BusSpec
+    servo: ServoSpec
+    joints: tuple[JointSpec, ...] = Field(min_length=1)
+    source: Path | None = None
+    calibration_source: Path | None = None
+
+    @property
+    def control_period_s(self) -> float:
+        """Control loop period [s]."""
+        return 1.0 / self.control_rate_hz
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """Joint names in policy order."""
+        return tuple(joint.name for joint in self.joints)
+
+    @property
+    def motor_ids(self) -> tuple[int, ...]:
+        """Motor ids in policy order."""
+        return tuple(joint.motor_id for joint in self.joints)
+
+    def joint(self, name: str) -> JointSpec:
+        """The joint called ``name``; raises ProfileError listing the valid names."""
+        for joint in self.joints:
+            if joint.name == name:
+                return joint
+        raise ProfileError(f"profile {self.name!r} has no joint {name!r}; valid names: {', '.join(self.joint_names)}")
+
+    def fingerprint(self) -> str:
+        """Short SHA-256 over everything a policy depends on (joint order, names, limits, rate, bus model).
+
+        The MJCF path, the description and the source files are left out so that the same hand gives the
+        same fingerprint on every machine.
+        """
+        payload = self.model_dump(mode="json", exclude={"mjcf", "description", "source", "calibration_source"})
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, version: int) -> int:
+        if version != PROFILE_SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {version} is not supported (this handrail reads {PROFILE_SCHEMA_VERSION})"
+            )
+        return version
+
+    @model_validator(mode="after")
+    def _unique_names_and_ids(self) -> HandProfile:
+        for field in ("name", "motor_id", "mjcf_joint", "mjcf_actuator"):
+            seen: dict[object, int] = {}
+            for index, joint in enumerate(self.joints):
+                value = getattr(joint, field)
+                if value in seen:
+                    raise ValueError(
+                        f"joints[{index}] ({joint.name}) repeats {field} = {value!r} of joints[{seen[value]}]; "
+                        f"each joint needs its own {field}"
+                    )
+                seen[value] = index
+        return self
+
+
+def default_profile_path() -> Path:
+    """The bundled LEAP-class hand profile."""
+    return Path(str(resources.files("handrail.robot").joinpath("profiles", "leap.toml")))
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ProfileError(f"{what} {path} does not exist — check the path (bundled: {default_profile_path()})")
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except tomllib.TOMLDecodeError as error:
+        raise ProfileError(f"{what} {path} is not valid TOML: {error} — fix the syntax at that line") from error
+    except OSError as error:
+        raise ProfileError(f"{what} {path} cannot be read: {error}") from error
+
+
+def _describe_validation_error(path: Path, error: ValidationError, document: Mapping[str, Any]) -> str:
+    lines = [f"profile {path} is invalid:"]
+    for problem in error.errors():
+        location = problem["loc"]
+        field_path = ""
+        for part in location:
+            field_path += f"[{part}]" if isinstance(part, int) else (f".{part}" if field_path else str(part))
+        joint_hint = ""
+        if len(location) >= 2 and location[0] == "joints" and isinstance(location[1], int):
+            joints = document.get("joints", [])
+            if location[1] < len(joints) and isinstance(joints[location[1]], Mapping):
+                joint_hint = f" (joint {joints[location[1]].get('name', '?')!r})"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field — remove it or check its spelling"
+        elif problem["type"] == "missing":
+            message = "missing — add it"
+        got = problem.get("input")
+        got_text = (
+            f" (got {got!r})" if problem["type"] not in ("missing", "extra_forbidden") and got is not None else ""
+        )
+        leaf = str(location[-1]) if location else ""
+        fix = _FIELD_FIXES.get(leaf, "")
+        fix_text = f" — {fix}" if fix and problem["type"] != "extra_forbidden" else ""
+        lines.append(f"  {field_path or '<root>'}{joint_hint}: {message}{got_text}{fix_text}")
+    return "\n".join(lines)
+
+
+def _merge_joint_defaults(path: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """Fill each joint from ``[joint_defaults]``; a joint may tighten a limit but not loosen it."""
+    document = dict(document)
+    defaults = document.pop("joint_defaults", {})
+    if not isinstance(defaults, Mapping):
+        raise ProfileError(f"profile {path}: [joint_defaults] must be a table")
+    joints = document.get("joints")
+    if not isinstance(joints, list):
+        raise ProfileError(f"profile {path}: no [[joints]] entries — list every actuated joint in policy order")
+    merged = []
+    for index, joint in enumerate(joints):
+        if not isinstance(joint, Mapping):
+            raise ProfileError(f"profile {path}: joints[{index}] must be a table")
+        entry = {**defaults, **joint}
+        for limit in TIGHTEN_ONLY_LIMITS:
+            if limit in joint and limit in defaults:
+                own, hand_wide = joint[limit], defaults[limit]
+                if isinstance(own, int | float) and isinstance(hand_wide, int | float) and own > hand_wide:
+                    raise ProfileError(
+                        f"profile {path}: joints[{index}] ({joint.get('name', '?')!r}) sets {limit} = {own}, "
+                        f"above the hand-wide {hand_wide} in [joint_defaults] — a joint may only tighten a limit; "
+                        f"raise [joint_defaults].{limit} if the hardware really allows it"
+                    )
+        merged.append(entry)
+    document["joints"] = merged
+    return document
+
+
+def _resolve_mjcf(path: Path, document: dict[str, Any]) -> None:
+    mjcf = document.get("mjcf")
+    if isinstance(mjcf, str):
+        candidate = Path(mjcf).expanduser()
+        if not candidate.is_absolute():
+            candidate = (path.parent / candidate).resolve()
+        document["mjcf"] = candidate
+
+
+def check_against_model(profile: HandProfile) -> None:
+    """Check that every joint and actuator exists in the profile's MJCF and that limits fit its ranges.
+
+    Raises ProfileError listing every problem with its fix.
+    """
+    import mujoco  # deferred: profile inspection without a model check needs no MuJoCo
+
+    if not profile.mjcf.is_file():
+        raise ProfileError(
+            f"profile {profile.source}: mjcf = {profile.mjcf} does not exist — point `mjcf` at the hand's MJCF "
+            "(relative paths resolve from the profile's folder)"
+        )
+    try:
+        model = mujoco.MjModel.from_xml_path(str(profile.mjcf))
+    except ValueError as error:
+        raise ProfileError(f"profile {profile.source}: MuJoCo cannot load {profile.mjcf}: {error}") from error
+
+    problems: list[str] = []
+    model_joints = [model.joint(i).name for i in range(model.njnt)]
+    model_actuators = [model.actuator(i).name for i in range(model.nu)]
+    for index, joint in enumerate(profile.joints):
+        where = f"joints[{index}] ({joint.name})"
+        joint_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, joint.mjcf_joint)
+        if joint_id < 0:
+            problems.append(
+                f"{where}: mjcf_joint {joint.mjcf_joint!r} is not a joint of {profile.mjcf.name} — "
+                f"use one of {', '.join(model_joints)}"
+            )
+            continue
+        actuator_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, joint.mjcf_actuator)
+        if actuator_id < 0:
+            problems.append(
+                f"{where}: mjcf_actuator {joint.mjcf_actuator!r} is not an actuator of {profile.mjcf.name} — "
+                f"use one of {', '.join(model_actuators)}"
+            )
+        elif model.actuator_trnid[actuator_id, 0] != joint_id:
+            driven = model.joint(int(model.actuator_trnid[actuator_id, 0])).name
+            problems.append(
+                f"{where}: actuator {joint.mjcf_actuator!r} drives joint {driven!r}, not {joint.mjcf_joint!r} — "
+                "pair each joint with its own actuator"
+            )
+        if model.jnt_limited[joint_id]:
+            low_rad, high_rad = (float(v) for v in model.jnt_range[joint_id])
+            soft_low, soft_high = joint.soft_limits_rad
+            if soft_low < low_rad - 1e-9 or soft_high > high_rad + 1e-9:
+                problems.append(
+                    f"{where}: soft_limits_rad [{soft_low}, {soft_high}] leave the model's range "
+                    f"[{low_rad:.4g}, {high_rad:.4g}] of {joint.mjcf_joint!r} — keep soft limits inside it"
+                )
+    if problems:
+        raise ProfileError(f"profile {profile.source} does not match {profile.mjcf}:\n  " + "\n  ".join(problems))
+
+
+def _apply_calibration(profile_doc: dict[str, Any], calibration_path: Path) -> None:
+    """Overlay zero offsets, directions and tightened limits from a joints calibration file."""
+    document = _read_toml(calibration_path, "calibration")
+    version = document.get("schema_version")
+    if version != CALIBRATION_SCHEMA_VERSION:
+        raise ProfileError(
+            f"calibration {calibration_path}: schema_version {version!r} is not supported "
+            f"(this handrail reads {CALIBRATION_SCHEMA_VERSION}) — recalibrate or upgrade handrail"
+        )
+    for_profile = document.get("profile")
+    if for_profile != profile_doc.get("name"):
+        raise ProfileError(
+            f"calibration {calibration_path} was made for profile {for_profile!r}, not {profile_doc.get('name')!r} "
+            "— use the calibration of this hand"
+        )
+    unknown_top = set(document) - {"schema_version", "profile", "kind", "created", "joints"}
+    if unknown_top:
+        raise ProfileError(f"calibration {calibration_path}: unknown fields {sorted(unknown_top)} — remove them")
+    overrides = document.get("joints", {})
+    joints_by_name = {joint.get("name"): joint for joint in profile_doc["joints"]}
+    allowed = {"zero_offset_rad", "direction", *TIGHTEN_ONLY_LIMITS}
+    for name, values in overrides.items():
+        if name not in joints_by_name:
+            raise ProfileError(
+                f"calibration {calibration_path}: joint {name!r} is not in the profile — "
+                f"valid names: {', '.join(str(n) for n in joints_by_name)}"
+            )
+        for field, value in values.items():
+            if field not in allowed:
+                raise ProfileError(
+                    f"calibration {calibration_path}: joints.{name}.{field} cannot be calibrated — "
+                    f"allowed fields: {', '.join(sorted(allowed))}"
+                )
+            current = joints_by_name[name].get(field)
+            if field in TIGHTEN_ONLY_LIMITS and isinstance(current, int | float) and value > current:
+                raise ProfileError(
+                    f"calibration {calibration_path}: joints.{name}.{field} = {value} loosens the profile's {current}"
+                    " — a calibration may only tighten limits"
+                )
+            joints_by_name[name][field] = value
+
+
+def load_profile(
+    path: str | Path | None = None,
+    *,
+    calibration: str | Path | None = None,
+    check_model: bool = True,
+) -> HandProfile:
+    """Load and validate a hand profile (default: the bundled LEAP hand), optionally with its overlay.
+
+    Args:
+        path: profile TOML; ``None`` means :func:`default_profile_path`.
+        calibration: joints calibration TOML overlaying zero offsets, directions, tightened limits.
+        check_model: also load the MJCF and check names and ranges against it (needs MuJoCo).
+
+    Raises:
+        ProfileError: naming the file, the field, the value and the fix.
+    """
+    profile_path = Path(path).expanduser() if path is not None else default_profile_path()
+    document = _read_toml(profile_path, "profile")
+    document = _merge_joint_defaults(profile_path, document)
+    _resolve_mjcf(profile_path, document)
+    calibration_path = Path(calibration).expanduser() if calibration is not None else None
+    if calibration_path is not None:
+        _apply_calibration(document, calibration_path)
+    try:
+        profile = HandProfile.model_validate(
+            {**document, "source": profile_path.resolve(), "calibration_source": calibration_path}
+        )
+    except ValidationError as error:
+        raise ProfileError(_describe_validation_error(profile_path, error, document)) from error
+    if check_model:
+        check_against_model(profile)
+    return profile
+
+
+def format_profile_table(profile: HandProfile, width: int = 160) -> str:
+    """The profile as a human-readable table (what ``handrail profile show`` prints)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hand profile {profile.name!r} — {len(profile.joints)} joints in policy order")
+    for header in (
+        "#",
+        "joint",
+        "mjcf joint",
+        "actuator",
+        "motor\nid",
+        "dir",
+        "gear",
+        "zero\n[rad]",
+        "soft limits\n[rad]",
+        "home\n[rad]",
+        "speed\n[rad/s]",
+        "accel\n[rad/s²]",
+        "current\n[mA]",
+        "temp\n[°C]",
+    ):
+        table.add_column(header, justify="left" if header in ("joint", "mjcf joint", "actuator") else "right")
+    for index, joint in enumerate(profile.joints):
+        low_rad, high_rad = joint.soft_limits_rad
+        table.add_row(
+            str(index),
+            joint.name,
+            joint.mjcf_joint,
+            joint.mjcf_actuator,
+            str(joint.motor_id),
+            f"{joint.direction:+d}",
+            f"{joint.gear_ratio:g}",
+            f"{joint.zero_offset_rad:+.4f}",
+            f"[{low_rad:+.3f}, {high_rad:+.3f}]",
+            f"{joint.home_rad:+.3f}",
+            f"{joint.max_speed_rad_s:.2f}",
+            f"{joint.max_accel_rad_s2:.1f}",
+            f"{joint.current_limit_ma:.0f}",
+            f"{joint.temperature_limit_c:.0f}",
+        )
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    console.print(f"profile:      {profile.source}")
+    if profile.calibration_source is not None:
+        console.print(f"calibration:  {profile.calibration_source}")
+    console.print(f"description:  {profile.description}")
+    console.print(f"mjcf:         {profile.mjcf}")
+    console.print(
+        f"bus:          {profile.bus.port} @ {profile.bus.baud} baud, Dynamixel protocol {profile.bus.protocol}, "
+        f"{profile.bus.motor_model}"
+    )
+    console.print(f"control rate: {profile.control_rate_hz:g} Hz ({profile.control_period_s * 1000:.1f} ms period)")
+    console.print(f"fingerprint:  {profile.fingerprint()}")
+    console.print(table)
+    return buffer.getvalue()

@@ -1,0 +1,216 @@
+"""Build the simulated world: the scene (floor, stand, cube, cameras) with a hand MJCF attached palm-up.
+
+The hand may be any MJCF whose joints and actuators carry the names in :mod:`handrail.sim.leap` (ours,
+``sim/models/leap_hand.xml``, or e.g. a MuJoCo Menagerie LEAP hand); it is attached with MuJoCo's
+``MjSpec.attach`` at the scene's ``hand_mount`` site, so its own defaults, assets and contact
+exclusions come along and its names are kept unprefixed.
+"""
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import mujoco
+import numpy as np
+
+from handrail.errors import HandrailError
+from handrail.sim import leap
+
+if TYPE_CHECKING:
+    from handrail.robot.profile import HandProfile
+
+SCENE_XML = Path(__file__).parent / "models" / "scene.xml"
+DEFAULT_HAND_XML = Path(__file__).parent / "models" / "leap_hand.xml"
+
+# Long enough for the dropped cube to come to rest (it starts 0.5 mm above the palm) and short enough
+# to keep build_scene cheap: 500 steps at the scene's 2 ms timestep.
+_CUBE_SETTLE_S = 1.0
+# A cube that ends this far below where the scene placed it has fallen off the hand.
+_CUBE_FELL_M = 0.03
+
+_EMPTY_PREFIX_WARNING = "Attaching a spec with an empty prefix"
+
+
+class ModelError(HandrailError):
+    """The scene or a hand MJCF could not be loaded, compiled or given its home pose."""
+
+
+class CubePose(NamedTuple):
+    """Pose of the cube body in the world frame."""
+
+    position_m: np.ndarray  # (3,) [m]
+    quat_wxyz: np.ndarray  # (4,) unit quaternion, w first
+
+
+def build_scene(
+    hand_mjcf: Path,
+    home_rad: Mapping[str, float] | None = None,
+    joint_names: Sequence[str] = leap.JOINT_NAMES,
+) -> mujoco.MjModel:
+    """Compile the scene with ``hand_mjcf`` attached palm-up and a ``home`` keyframe.
+
+    Args:
+        hand_mjcf: path to the hand's MJCF; its joints must carry :data:`leap.JOINT_NAMES`.
+        home_rad: joint name -> home angle [rad]; joints left out are 0. In the keyframe the hand's
+            joints are at these angles, position actuators command them, and the cube lies at rest on
+            the palm (found by letting it settle for ``_CUBE_SETTLE_S`` under the home commands).
+
+    Raises:
+        ModelError: the file is missing or does not compile, a joint name is unknown, a home angle is
+            outside its joint's range, or the cube does not stay on the palm at the home pose.
+
+    ``joint_names`` are the hand's actuated MJCF joints (a profile's ``mjcf_joint`` names); they must
+    all exist in ``hand_mjcf``.
+    """
+    hand_mjcf = Path(hand_mjcf)
+    home_rad = dict(home_rad or {})
+    scene_spec = _load_spec(SCENE_XML, "the scene")
+    hand_spec = _load_spec(hand_mjcf, "the hand")
+
+    mount_site = scene_spec.site(leap.HAND_MOUNT_SITE_NAME)
+    if mount_site is None:
+        raise ModelError(f"{SCENE_XML}: no site '{leap.HAND_MOUNT_SITE_NAME}' to attach the hand to")
+    # No prefix: the profile, the policy and leap.JOINT_NAMES use the hand's own names. MuJoCo warns
+    # that saving may then clash on names; the scene's names are chosen not to clash with a hand's.
+    with _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
+        scene_spec.attach(hand_spec, prefix="", site=mount_site)
+        model = _compile(scene_spec, hand_mjcf)
+
+    home_qpos = _home_qpos(model, home_rad, hand_mjcf, tuple(joint_names))
+    home_ctrl = _position_commands(model, home_qpos)
+    home_qpos = _settle_cube(model, home_qpos, home_ctrl, hand_mjcf)
+
+    scene_spec.add_key(name=leap.HOME_KEYFRAME_NAME, qpos=home_qpos.tolist(), ctrl=home_ctrl.tolist())
+    with _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
+        return _compile(scene_spec, hand_mjcf)
+
+
+def build_scene_for_profile(profile: "HandProfile") -> mujoco.MjModel:
+    """The scene with the profile's hand MJCF, its joint names and its home pose."""
+    return build_scene(
+        profile.mjcf,
+        home_rad={joint.mjcf_joint: joint.home_rad for joint in profile.joints},
+        joint_names=[joint.mjcf_joint for joint in profile.joints],
+    )
+
+
+def cube_pose(model: mujoco.MjModel, data: mujoco.MjData) -> CubePose:
+    """The cube's pose in the world frame, as of the last ``mj_forward``/``mj_step`` on ``data``."""
+    cube_id = model.body(leap.CUBE_BODY_NAME).id
+    return CubePose(position_m=data.xpos[cube_id].copy(), quat_wxyz=data.xquat[cube_id].copy())
+
+
+def camera_names(model: mujoco.MjModel) -> tuple[str, ...]:
+    """Names of the model's cameras, in camera id order."""
+    return tuple(model.camera(camera_id).name for camera_id in range(model.ncam))
+
+
+def _load_spec(path: Path, what: str) -> mujoco.MjSpec:
+    if not path.is_file():
+        raise ModelError(
+            f"{what} MJCF {path}: no such file — check the profile's `mjcf` path "
+            f"(relative paths resolve from the profile's folder)"
+        )
+    try:
+        return mujoco.MjSpec.from_file(str(path))
+    except (ValueError, mujoco.FatalError) as error:
+        raise ModelError(
+            f"{what} MJCF {path}: MuJoCo could not parse it: {error} — fix the XML at the place named"
+        ) from error
+
+
+def _compile(spec: mujoco.MjSpec, hand_mjcf: Path) -> mujoco.MjModel:
+    try:
+        return spec.compile()
+    except (ValueError, mujoco.FatalError) as error:
+        raise ModelError(
+            f"scene with hand {hand_mjcf}: MuJoCo could not compile it: {error} — fix the hand MJCF "
+            f"(missing mesh files, duplicate names, joints without ranges) and try again"
+        ) from error
+
+
+def _home_qpos(
+    model: mujoco.MjModel, home_rad: Mapping[str, float], hand_mjcf: Path, joint_names: tuple[str, ...]
+) -> np.ndarray:
+    """qpos0 with the hand's joints at ``home_rad``, checked against the joints' names and ranges."""
+    missing = [name for name in joint_names if _joint_id(model, name) < 0]
+    if missing:
+        raise ModelError(
+            f"hand {hand_mjcf}: no joints named {missing}; this hand MJCF needs joints {list(joint_names)}"
+        )
+    qpos = model.qpos0.copy()
+    for name, angle_rad in home_rad.items():
+        joint_id = _joint_id(model, name)
+        if joint_id < 0 or name not in joint_names:
+            raise ModelError(f"home pose: unknown joint '{name}'; valid joints: {list(joint_names)}")
+        low_rad, high_rad = model.jnt_range[joint_id]
+        if model.jnt_limited[joint_id] and not low_rad <= angle_rad <= high_rad:
+            raise ModelError(
+                f"home pose: {name} = {angle_rad:.3f} rad is outside the joint range "
+                f"[{low_rad:.3f}, {high_rad:.3f}] rad in {hand_mjcf} — pick a home angle inside it"
+            )
+        qpos[model.jnt_qposadr[joint_id]] = angle_rad
+    return qpos
+
+
+def _position_commands(model: mujoco.MjModel, qpos: np.ndarray) -> np.ndarray:
+    """Controls that hold ``qpos``: each position servo commands its joint's angle, others get 0."""
+    ctrl = np.zeros(model.nu)
+    for actuator_id in range(model.nu):
+        is_joint_servo = (
+            model.actuator_trntype[actuator_id] == mujoco.mjtTrn.mjTRN_JOINT
+            and model.actuator_biastype[actuator_id] == mujoco.mjtBias.mjBIAS_AFFINE
+            and model.actuator_biasprm[actuator_id, 1] == -model.actuator_gainprm[actuator_id, 0]
+        )
+        if is_joint_servo:
+            joint_id = model.actuator_trnid[actuator_id, 0]
+            ctrl[actuator_id] = qpos[model.jnt_qposadr[joint_id]]
+    if model.nu:
+        ctrl = np.clip(ctrl, model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1])
+    return ctrl
+
+
+def _settle_cube(model: mujoco.MjModel, qpos: np.ndarray, ctrl: np.ndarray, hand_mjcf: Path) -> np.ndarray:
+    """``qpos`` with the cube's free joint where the cube comes to rest on the palm under ``ctrl``."""
+    data = mujoco.MjData(model)
+    data.qpos[:] = qpos
+    data.ctrl[:] = ctrl
+    mujoco.mj_forward(model, data)
+    start_position_m = cube_pose(model, data).position_m
+    for _ in range(round(_CUBE_SETTLE_S / model.opt.timestep)):
+        mujoco.mj_step(model, data)
+    rest_position_m = cube_pose(model, data).position_m
+    if start_position_m[2] - rest_position_m[2] > _CUBE_FELL_M:
+        raise ModelError(
+            f"hand {hand_mjcf}: the cube fell off the palm at the home pose (from z = "
+            f"{start_position_m[2]:.3f} m to {rest_position_m[2]:.3f} m) — check that the hand's frame "
+            f"has the palm facing +z at z = 0 and that the home pose keeps the fingers off the cube"
+        )
+    cube_qpos_address = model.jnt_qposadr[_joint_id(model, leap.CUBE_JOINT_NAME)]
+    settled = qpos.copy()
+    settled[cube_qpos_address : cube_qpos_address + 7] = data.qpos[cube_qpos_address : cube_qpos_address + 7]
+    return settled
+
+
+def _joint_id(model: mujoco.MjModel, name: str) -> int:
+    return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
+
+
+@contextlib.contextmanager
+def _muted_mujoco_warning(prefix: str) -> Iterator[None]:
+    """Swallow MuJoCo warnings that start with ``prefix``; pass other C-level ones on as Python warnings."""
+
+    def on_warning(message: str) -> None:
+        if not message.startswith(prefix):
+            warnings.warn(f"MuJoCo: {message}", stacklevel=2)
+
+    previous_handler = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(on_warning)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=prefix, category=UserWarning)
+            yield
+    finally:
+        mujoco.set_mju_user_warning(previous_handler)
