@@ -36,7 +36,13 @@ CALIBRATION_SCHEMA_VERSION = 1
 DYNAMIXEL_BAUD_RATES = (9600, 57600, 115200, 1_000_000, 2_000_000, 3_000_000, 4_000_000, 4_500_000)
 
 # Limits that a joint entry or a calibration overlay may tighten but never loosen.
-TIGHTEN_ONLY_LIMITS = ("max_speed_rad_s", "max_accel_rad_s2", "current_limit_ma", "temperature_limit_c")
+TIGHTEN_ONLY_LIMITS = (
+    "max_speed_rad_s",
+    "max_accel_rad_s2",
+    "max_tracking_error_rad",
+    "current_limit_ma",
+    "temperature_limit_c",
+)
 
 _FIELD_FIXES = {
     "motor_id": "use the servo's bus id, 0-252",
@@ -44,6 +50,7 @@ _FIELD_FIXES = {
     "gear_ratio": "give motor turns per joint turn, 1.0 for a direct-drive servo horn",
     "max_speed_rad_s": "give a positive speed in rad/s (LEAP default: 3.0)",
     "max_accel_rad_s2": "give a positive acceleration in rad/s^2",
+    "max_tracking_error_rad": "give the largest target-to-measured distance in rad, e.g. 0.25",
     "current_limit_ma": "give a positive current in mA (XC330 default for LEAP: 350)",
     "temperature_limit_c": "give a temperature in degC between 20 and 100 (XC330 default: 70)",
     "control_rate_hz": "give the control loop rate in Hz, e.g. 30",
@@ -100,6 +107,7 @@ class JointSpec(_Frozen):
     home_rad: float
     max_speed_rad_s: float = Field(gt=0)
     max_accel_rad_s2: float = Field(gt=0)
+    max_tracking_error_rad: float = Field(gt=0, le=3.2)
     current_limit_ma: float = Field(gt=0)
     temperature_limit_c: float = Field(ge=20, le=100)
 
@@ -402,21 +410,25 @@ def format_profile_table(profile: HandProfile, width: int = 160) -> str:
     from rich.table import Table
 
     table = Table(title=f"hand profile {profile.name!r} — {len(profile.joints)} joints in policy order")
+    table.caption = (
+        "units: zero, soft limits, home, track [rad]; speed [rad/s]; accel [rad/s²]; current [mA]; temp [°C]"
+    )
     for header in (
         "#",
         "joint",
         "mjcf joint",
         "actuator",
-        "motor\nid",
+        "motor",
         "dir",
         "gear",
-        "zero\n[rad]",
-        "soft limits\n[rad]",
-        "home\n[rad]",
-        "speed\n[rad/s]",
-        "accel\n[rad/s²]",
-        "current\n[mA]",
-        "temp\n[°C]",
+        "zero",
+        "soft limits",
+        "home",
+        "speed",
+        "accel",
+        "track",
+        "current",
+        "temp",
     ):
         table.add_column(header, justify="left" if header in ("joint", "mjcf joint", "actuator") else "right")
     for index, joint in enumerate(profile.joints):
@@ -434,11 +446,13 @@ def format_profile_table(profile: HandProfile, width: int = 160) -> str:
             f"{joint.home_rad:+.3f}",
             f"{joint.max_speed_rad_s:.2f}",
             f"{joint.max_accel_rad_s2:.1f}",
+            f"{joint.max_tracking_error_rad:.2f}",
             f"{joint.current_limit_ma:.0f}",
             f"{joint.temperature_limit_c:.0f}",
         )
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    # Header lines print with markup off: paths and values may contain "[...]".
+    console = Console(file=buffer, width=width, force_terminal=False, color_system=None, markup=False)
     console.print(f"profile:      {profile.source}")
     if profile.calibration_source is not None:
         console.print(f"calibration:  {profile.calibration_source}")

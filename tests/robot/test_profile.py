@@ -213,6 +213,8 @@ def test_table_lists_every_joint_and_limit():
     assert set(TIGHTEN_ONLY_LIMITS) == {
         "max_speed_rad_s",
         "max_accel_rad_s2",
+        "max_tracking_error_rad",
         "current_limit_ma",
         "temperature_limit_c",
     }
+    assert "units: zero, soft limits, home, track [rad]" in text
