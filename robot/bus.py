@@ -371,6 +371,32 @@ class DynamixelBus:
         for motor_id in motor_ids if motor_ids is not None else self.ids:
             self.write_register(motor_id, "Torque Enable", 1 if enabled else 0)
 
+    def broadcast_torque_off(self) -> None:
+        """Torque Enable = 0 to every servo in one broadcast packet, waiting for no reply.
+
+        The fastest safe stop there is: it needs no answer, so it works when replies are lost or late.
+        """
+        port = self._require_port()
+        address = self.table.register("Torque Enable").address
+        result = self._packets.write1ByteTxOnly(port, sdk.BROADCAST_ID, address, 0)
+        self._last_goal_rad = None
+        self.stall_detector.reset()
+        if result != sdk.COMM_SUCCESS:
+            raise BusError(f"bus {self.port_name}: broadcast torque-off could not be sent ({result})")
+
+    def write_goal_current(self, current_ma: ArrayLike) -> None:
+        """Goal Current of every motor in one Sync Write (caps the current below Current Limit)."""
+        currents = self.units.ma_to_current_raw(np.asarray(current_ma, dtype=np.float64))
+        if currents.shape != (len(self.ids),):
+            raise ValueError(f"write_goal_current needs {len(self.ids)} values, got shape {currents.shape}")
+        register = self.table.register("Goal Current")
+        writer = sdk.GroupSyncWrite(self._require_port(), self._packets, register.address, register.size)
+        for motor_id, raw in zip(self.ids, currents, strict=True):
+            writer.addParam(motor_id, int(raw).to_bytes(register.size, "little", signed=True))
+        result = writer.txPacket()
+        if result != sdk.COMM_SUCCESS:
+            raise BusError(f"bus {self.port_name}: sync write of Goal Current failed ({result})")
+
     @contextlib.contextmanager
     def torque_disabled(self) -> Iterator[None]:
         """Torque off for the block, and back on afterwards only if the block ended normally."""
@@ -528,7 +554,9 @@ class DynamixelBus:
                 f"{self.stall_detector.current_limit_ma[index]:.0f} mA) for {self.stall_detector.stall_time_s:g} s "
                 f"at {abs(state.velocity_rad_s[index]):.2f} rad/s, "
                 f"{abs(self._last_goal_rad[index] - state.position_rad[index]):.2f} rad from its goal — "
-                "a stuck joint or a blocked finger: stop and inspect the hand"
+                "a stuck joint or a blocked finger: stop and inspect the hand",
+                motor_id=self.ids[index],
+                joint=self._names.get(self.ids[index], "?"),
             )
         return state
 

@@ -224,7 +224,6 @@ class Emulator:
             try:
                 chunk = client.recv(65536)
             except (BlockingIOError, ConnectionError):
-                chunk = b"" if not isinstance(chunk := b"", bytes) else chunk
                 continue
             if not chunk:
                 server.clients.pop(client).close()

@@ -51,3 +51,8 @@ class HardwareFault(BusError):
 
 class StallError(BusError):
     """A joint does not move although its servo pushes at its current limit: stuck or blocked."""
+
+    def __init__(self, message: str, motor_id: int, joint: str):
+        super().__init__(message)
+        self.motor_id = motor_id
+        self.joint = joint

@@ -265,7 +265,9 @@ class VirtualHand:
         """Advance firmware and physics by one MuJoCo timestep."""
         self._apply_due_goals()
         self._check_watchdogs()
-        torque_nm = self.bank.step(self.commands, self.joint_positions_rad(), self.timestep_s)
+        torque_nm = self.bank.step(
+            self.commands, self.joint_positions_rad(), self.timestep_s, self.joint_velocities_rad_s()
+        )
         self.data.ctrl[self._actuators] = torque_nm
         mujoco.mj_step(self.model, self.data)
         for index, qpos in self._stuck_qpos.items():

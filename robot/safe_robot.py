@@ -1,0 +1,287 @@
+"""The hand as application code sees it: bus driver + safety layer in one object, no way around.
+
+:class:`Robot` owns the :class:`~handrail.robot.bus.DynamixelBus` privately. Every target goes through
+the :class:`~handrail.robot.safety_filter.TargetFilter` (non-finite actions, soft limits, tracking
+window, speed and acceleration) and every reading through the
+:class:`~handrail.robot.safety_monitor.StateMonitor`; a comms error, a monitor fault, or a loop that
+stops calling :meth:`Robot.step` (a watchdog thread) moves the hand to a safe state:
+
+- severe faults (comms, hardware error, overheating, stall, bad readings): torque off at once with
+  one broadcast packet that needs no reply (the servos' own bus watchdog is the second line);
+- the others (overspeed, overcurrent, a stalled loop): hold the measured position at reduced current.
+
+Order, as the style guide asks: state change (safe stop) first, then the exception
+(:class:`SafetyFault`), then the log entry (``on_safe_stop`` callbacks and the ``handrail.safety``
+logger).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from handrail.robot.bus import DynamixelBus, HandState
+from handrail.robot.errors import BusError, HardwareFault, RobotError, StallError
+from handrail.robot.profile import HandProfile
+from handrail.robot.safety_filter import Intervention, TargetFilter
+from handrail.robot.safety_limits import SafetyLimits
+from handrail.robot.safety_monitor import (
+    COMMS,
+    HARDWARE_ERROR,
+    LOOP_STALLED,
+    OPERATOR_STOP,
+    STALL,
+    Fault,
+    MonitorConfig,
+    StateMonitor,
+)
+
+LOG = logging.getLogger("handrail.safety")
+
+
+class SafetyState(StrEnum):
+    """Where the hand stands. Only RUNNING accepts targets."""
+
+    DISCONNECTED = "disconnected"
+    RUNNING = "running"
+    HOLDING = "holding"  # safe stop: holding the measured position at reduced current
+    TORQUE_OFF = "torque_off"  # safe stop: torque off
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class SafeStopRecord:
+    """What happened at a safe stop: the fault, what was done, and when (time.monotonic())."""
+
+    time_s: float
+    fault: Fault
+    action: str  # "hold" or "torque_off"
+    commands_sent: bool  # False when even the stop commands could not be sent
+    detail: str = ""
+
+
+class SafetyFault(RobotError):
+    """The hand was moved to a safe state; ``record`` says why and what was done."""
+
+    def __init__(self, record: SafeStopRecord):
+        action = "torque off" if record.action == "torque_off" else "holding at reduced current"
+        super().__init__(f"safe stop ({action}): {record.fault.message}")
+        self.record = record
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One tick through the safety layer: what was measured, asked for, and actually sent."""
+
+    state: HandState
+    raw_target_rad: NDArray[np.float64]  # (n,) what the caller asked for
+    target_rad: NDArray[np.float64]  # (n,) what was sent after the filter
+    interventions: tuple[Intervention, ...]
+    faults: tuple[Fault, ...] = ()
+
+
+class Robot:
+    """A hand profile's servos behind the safety layer. Use as a context manager."""
+
+    def __init__(
+        self,
+        profile: HandProfile,
+        port: str | None = None,
+        *,
+        speed_scale: float = 1.0,
+        loop_watchdog_periods: float = 3.0,
+        hold_current_fraction: float = 0.3,
+        monitor_config: MonitorConfig | None = None,
+    ):
+        if not 0.0 < hold_current_fraction <= 1.0:
+            raise ValueError(f"hold_current_fraction {hold_current_fraction} must be in (0, 1]")
+        self.profile = profile
+        self.limits = SafetyLimits.from_profile(profile, speed_scale=speed_scale)
+        self.control_period_s = profile.control_period_s
+        self._bus = DynamixelBus(profile, port)
+        self._filter = TargetFilter(self.limits, self.control_period_s)
+        self._monitor = StateMonitor(self.limits, profile.joint_names, monitor_config or MonitorConfig())
+        self.hold_current_fraction = hold_current_fraction
+        self.loop_watchdog_s = loop_watchdog_periods * self.control_period_s
+        self.state = SafetyState.DISCONNECTED
+        self.stop_record: SafeStopRecord | None = None
+        self.on_safe_stop: list[Callable[[SafeStopRecord], None]] = []
+        self._lock = threading.RLock()
+        self._last_state: HandState | None = None
+        self._last_target: NDArray[np.float64] | None = None
+        self._last_command_s = 0.0
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_stop = threading.Event()
+
+    # -- life cycle ----------------------------------------------------------------------------------
+
+    def start(self) -> HandState:
+        """Connect, configure, enable torque holding where the hand is, and start the loop watchdog."""
+        with self._lock:
+            self._bus.connect()
+            self._bus.configure()
+            self._bus.write_goal_current(self.limits.current_limit_ma)
+            state = self._bus.read_state()
+            self._filter.reset(state.position_rad)
+            self._monitor.reset()
+            self._bus.write_targets(self._filter.last_target_rad)
+            self._bus.set_torque(True)
+            self._last_state = state
+            self._last_target = self._filter.last_target_rad.copy()
+            self._last_command_s = time.monotonic()
+            self.state = SafetyState.RUNNING
+            self.stop_record = None
+        self._watchdog_stop.clear()
+        self._watchdog = threading.Thread(target=self._watch_loop, name="handrail-loop-watchdog", daemon=True)
+        self._watchdog.start()
+        return state
+
+    def close(self) -> None:
+        """Stop the watchdog, switch torque off (if still on) and close the port."""
+        self._watchdog_stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=1.0)
+        with self._lock:
+            if self.state in (SafetyState.RUNNING, SafetyState.HOLDING):
+                self._safe_stop(
+                    Fault(OPERATOR_STOP, None, None, 0.0, 0.0, "hand: closed by the application"), force_torque_off=True
+                )
+            self._bus.close()
+            self.state = SafetyState.CLOSED
+
+    def __enter__(self) -> Robot:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the tick ------------------------------------------------------------------------------------
+
+    @property
+    def interventions_by_kind(self) -> dict[str, int]:
+        """How often the filter changed a target, by kind, since start."""
+        return dict(self._filter.counts)
+
+    @property
+    def last_state(self) -> HandState | None:
+        return self._last_state
+
+    def read(self) -> HandState:
+        """Read and check the hand's state; a fault ends in a safe stop and raises SafetyFault."""
+        with self._lock:
+            self._require_running()
+            return self._read_checked()
+
+    def step(self, raw_target_rad: ArrayLike) -> StepReport:
+        """Read, check, filter ``raw_target_rad`` (joint rad, policy order) and send what is safe.
+
+        Raises SafetyFault (after the safe stop) on any fault, and on every call after one.
+        """
+        raw = np.asarray(raw_target_rad, dtype=np.float64)
+        if raw.shape != (len(self.profile.joints),):
+            raise ValueError(f"step needs {len(self.profile.joints)} targets in policy order, got shape {raw.shape}")
+        with self._lock:
+            self._require_running()
+            state = self._read_checked()
+            result = self._filter(raw, state.position_rad)
+            try:
+                self._bus.write_targets(result.target_rad)
+            except BusError as error:
+                self._raise_stop(Fault(COMMS, None, None, 0.0, 0.0, f"hand: writing targets failed: {error}"))
+            self._last_target = result.target_rad.copy()
+            self._last_command_s = time.monotonic()
+            return StepReport(state, raw, result.target_rad, result.interventions)
+
+    def stop(self, reason: str = "operator stop") -> SafeStopRecord:
+        """Operator stop: torque off now. Returns the record (no exception)."""
+        with self._lock:
+            return self._safe_stop(Fault(OPERATOR_STOP, None, None, 0.0, 0.0, f"hand: {reason}"), force_torque_off=True)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _require_running(self) -> None:
+        if self.state != SafetyState.RUNNING:
+            if self.stop_record is not None:
+                raise SafetyFault(self.stop_record)
+            raise RobotError(f"the hand is {self.state.value}: call start() first")
+
+    def _read_checked(self) -> HandState:
+        try:
+            state = self._bus.read_state(diagnose=False)
+        except HardwareFault as error:
+            self._raise_stop(
+                Fault(HARDWARE_ERROR, self.profile.motor_ids.index(error.motor_id), error.joint, 0.0, 0.0, str(error))
+            )
+        except StallError as error:
+            self._raise_stop(
+                Fault(STALL, self.profile.motor_ids.index(error.motor_id), error.joint, 0.0, 0.0, str(error))
+            )
+        except BusError as error:
+            self._raise_stop(Fault(COMMS, None, None, 0.0, 0.0, f"hand: {error}"))
+        self._last_state = state
+        faults = self._monitor.check(state, self._last_target)
+        if faults:
+            worst = max(faults, key=lambda fault: fault.severe)
+            self._raise_stop(worst, state)
+        return state
+
+    def _raise_stop(self, fault: Fault, state: HandState | None = None) -> None:
+        raise SafetyFault(self._safe_stop(fault, state))
+
+    def _safe_stop(
+        self, fault: Fault, state: HandState | None = None, *, force_torque_off: bool = False
+    ) -> SafeStopRecord:
+        torque_off = force_torque_off or fault.severe
+        sent, detail = True, ""
+        try:
+            if torque_off:
+                self._bus.broadcast_torque_off()
+            else:
+                measured = (state or self._last_state).position_rad if (state or self._last_state) else None
+                self._bus.write_goal_current(self.hold_current_fraction * self.limits.current_limit_ma)
+                if measured is not None:
+                    self._bus.write_targets(measured)
+        except BusError as error:
+            sent, detail = False, f"stop commands could not be sent ({error}); the servos' bus watchdog stops them"
+            torque_off = True
+        record = SafeStopRecord(time.monotonic(), fault, "torque_off" if torque_off else "hold", sent, detail)
+        self.state = SafetyState.TORQUE_OFF if torque_off else SafetyState.HOLDING
+        self.stop_record = record
+        LOG.error("safe stop (%s): %s %s", record.action, fault.message, detail)
+        for callback in self.on_safe_stop:
+            callback(record)
+        return record
+
+    def _watch_loop(self) -> None:
+        while not self._watchdog_stop.wait(self.control_period_s / 4):
+            if self.state != SafetyState.RUNNING:
+                continue
+            silent_s = time.monotonic() - self._last_command_s
+            if silent_s <= self.loop_watchdog_s:
+                continue
+            if not self._lock.acquire(timeout=self.control_period_s):
+                continue  # the loop is inside a bus call: a comms timeout will end it
+            try:
+                silent_s = time.monotonic() - self._last_command_s
+                if self.state == SafetyState.RUNNING and silent_s > self.loop_watchdog_s:
+                    self._safe_stop(
+                        Fault(
+                            LOOP_STALLED,
+                            None,
+                            None,
+                            silent_s,
+                            self.loop_watchdog_s,
+                            f"hand: control loop stalled — no command for {silent_s * 1000:.0f} ms "
+                            f"(limit {self.loop_watchdog_s * 1000:.0f} ms)",
+                        )
+                    )
+            finally:
+                self._lock.release()

@@ -1,0 +1,176 @@
+"""The monitoring half of the safety layer: measured state checked against the limits, every tick.
+
+:class:`StateMonitor` is pure (numpy, no I/O). It turns a :class:`~handrail.robot.bus.HandState` into
+:class:`Fault` records: a joint faster than its limit (with a tolerance, for N consecutive readings), a
+current above its limit, a temperature near its limit, a hardware error, a stall (pushing at the
+current limit without moving while the target is at the edge of the tracking window), and a reading
+that is not finite. Comms errors and a stalled loop are reported by the :class:`~handrail.robot.safe_robot.Robot`
+that owns the bus, with the same :class:`Fault` record.
+
+Severe faults end with torque off; the others with a hold at reduced current.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from handrail.robot.bus import HandState, decode_hardware_error
+from handrail.robot.safety_limits import SafetyLimits
+
+# Fault kinds. Severe ones switch torque off; the rest hold position at reduced current.
+OVERSPEED = "overspeed"
+OVERCURRENT = "overcurrent"
+OVERTEMPERATURE = "overtemperature"
+HARDWARE_ERROR = "hardware_error"
+STALL = "stall"
+BAD_READING = "bad_reading"
+COMMS = "comms"
+LOOP_STALLED = "loop_stalled"
+NON_FINITE_ACTION = "non_finite_action"
+OPERATOR_STOP = "operator_stop"
+SEVERE_KINDS = frozenset({OVERTEMPERATURE, HARDWARE_ERROR, STALL, COMMS, BAD_READING})
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Why the hand must stop: what, which joint (None = the hand), the value seen and the limit."""
+
+    kind: str
+    joint: int | None
+    joint_name: str | None
+    value: float
+    limit: float
+    message: str
+
+    @property
+    def severe(self) -> bool:
+        """Severe faults end with torque off; others with a hold at reduced current."""
+        return self.kind in SEVERE_KINDS
+
+
+@dataclass
+class MonitorConfig:
+    """Tolerances of the monitor (documented defaults; tests rely on them)."""
+
+    speed_tolerance: float = 0.25  # measured speed may exceed max speed by 25 % (encoder noise, overshoot)
+    overspeed_readings: int = 3  # ... for this many consecutive readings before it is a fault
+    current_tolerance: float = 0.15  # the servo caps current at its limit; 15 % above means it does not
+    overcurrent_readings: int = 3
+    temperature_margin_c: float = 5.0  # stop this far below the temperature limit (the servo's own cut-off)
+    stall_current_fraction: float = 0.9
+    stall_speed_rad_s: float = 0.05
+    stall_error_fraction: float = 0.8  # of the tracking window
+    # A finger pressed against the cube or the palm also pushes at its limit without moving; only a
+    # joint that stays that way for a second counts as stuck.
+    stall_time_s: float = 1.0
+
+
+@dataclass
+class StateMonitor:
+    """Per-joint counters over consecutive readings; ``check`` returns the faults of one reading."""
+
+    limits: SafetyLimits
+    joint_names: tuple[str, ...]
+    config: MonitorConfig = field(default_factory=MonitorConfig)
+    _overspeed: NDArray[np.int64] = field(init=False)
+    _overcurrent: NDArray[np.int64] = field(init=False)
+    _stalled_since_s: NDArray[np.float64] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.joint_names)
+        self._overspeed = np.zeros(n, dtype=np.int64)
+        self._overcurrent = np.zeros(n, dtype=np.int64)
+        self._stalled_since_s = np.full(n, np.nan)
+
+    def _fault(self, kind: str, joint: int | None, value: float, limit: float, what: str) -> Fault:
+        name = self.joint_names[joint] if joint is not None else None
+        where = f"joint {joint} ({name})" if joint is not None else "hand"
+        return Fault(kind, joint, name, float(value), float(limit), f"{where}: {what}")
+
+    def check(self, state: HandState, target_rad: NDArray[np.float64] | None = None) -> list[Fault]:
+        """Faults in one reading. ``target_rad`` is the last target sent (None while torque is off)."""
+        limits, config = self.limits, self.config
+        faults: list[Fault] = []
+        readings = (state.position_rad, state.velocity_rad_s, state.current_ma, state.temperature_c)
+        if not all(np.all(np.isfinite(values)) for values in readings):
+            return [
+                self._fault(BAD_READING, None, np.nan, 0.0, "a reading is not a finite number — sensor or bus fault")
+            ]
+        for joint in np.flatnonzero(state.hardware_error):
+            bits = ", ".join(decode_hardware_error(int(state.hardware_error[joint]))) or "unknown"
+            faults.append(
+                self._fault(HARDWARE_ERROR, int(joint), state.hardware_error[joint], 0, f"servo reports {bits}")
+            )
+        hot_limit = limits.temperature_limit_c - config.temperature_margin_c
+        for joint in np.flatnonzero(state.temperature_c >= hot_limit):
+            faults.append(
+                self._fault(
+                    OVERTEMPERATURE,
+                    int(joint),
+                    state.temperature_c[joint],
+                    hot_limit[joint],
+                    f"{state.temperature_c[joint]:.0f} °C, stop threshold {hot_limit[joint]:.0f} °C "
+                    f"({config.temperature_margin_c:g} °C below its limit) — let it cool, check the load",
+                )
+            )
+        speed_limit = limits.max_speed_rad_s * (1.0 + config.speed_tolerance)
+        over = np.abs(state.velocity_rad_s) > speed_limit
+        self._overspeed = np.where(over, self._overspeed + 1, 0)
+        for joint in np.flatnonzero(self._overspeed >= config.overspeed_readings):
+            faults.append(
+                self._fault(
+                    OVERSPEED,
+                    int(joint),
+                    state.velocity_rad_s[joint],
+                    speed_limit,
+                    f"{abs(state.velocity_rad_s[joint]):.2f} rad/s for {self._overspeed[joint]} readings, limit "
+                    f"{limits.max_speed_rad_s[joint]:.2f} rad/s (+{config.speed_tolerance:.0%} tolerance)",
+                )
+            )
+        current_limit = limits.current_limit_ma * (1.0 + config.current_tolerance)
+        self._overcurrent = np.where(np.abs(state.current_ma) > current_limit, self._overcurrent + 1, 0)
+        for joint in np.flatnonzero(self._overcurrent >= config.overcurrent_readings):
+            faults.append(
+                self._fault(
+                    OVERCURRENT,
+                    int(joint),
+                    state.current_ma[joint],
+                    current_limit,
+                    f"{abs(state.current_ma[joint]):.0f} mA, limit {limits.current_limit_ma[joint]:.0f} mA — the "
+                    "servo's own current limit is not holding: check its Current Limit register",
+                )
+            )
+        if target_rad is None:
+            self._stalled_since_s[:] = np.nan
+        else:
+            stalled = (
+                (np.abs(state.current_ma) >= config.stall_current_fraction * limits.current_limit_ma)
+                & (np.abs(state.velocity_rad_s) < config.stall_speed_rad_s)
+                & (
+                    np.abs(target_rad - state.position_rad)
+                    >= config.stall_error_fraction * limits.max_tracking_error_rad
+                )
+            )
+            started = np.where(np.isnan(self._stalled_since_s), state.timestamp_s, self._stalled_since_s)
+            self._stalled_since_s = np.where(stalled, started, np.nan)
+            stalled_for_s = np.nan_to_num(state.timestamp_s - self._stalled_since_s, nan=-1.0)
+            for joint in np.flatnonzero(stalled_for_s >= config.stall_time_s):
+                faults.append(
+                    self._fault(
+                        STALL,
+                        int(joint),
+                        state.current_ma[joint],
+                        limits.current_limit_ma[joint],
+                        f"stalled for {stalled_for_s[joint]:.1f} s: {abs(state.current_ma[joint]):.0f} mA at "
+                        f"{abs(state.velocity_rad_s[joint]):.2f} rad/s, "
+                        f"{abs(target_rad[joint] - state.position_rad[joint]):.2f} rad from its target "
+                        "— a stuck joint or a blocked finger",
+                    )
+                )
+        return faults
