@@ -66,6 +66,25 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(report.warnings for report in reports) else 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from handrail.robot.check_hand import check_hand
+    from handrail.robot.emulator import VirtualHandProcess
+    from handrail.robot.profile import load_profile
+    from handrail.robot.safety_limits import SafetyLimits
+
+    profile = load_profile(args.profile, calibration=args.calibration)
+    SafetyLimits.from_profile(profile, speed_scale=args.speed_scale)  # refuse a loosening scale up front
+    if args.port is None:
+        print(f"no --port: checking a virtual hand (reality seed {args.reality_seed})")
+        with VirtualHandProcess(args.profile, reality_seed=args.reality_seed) as vhand:
+            report = check_hand(profile, vhand.port, speed_scale=args.speed_scale, seconds=args.seconds)
+    else:
+        report = check_hand(profile, args.port, speed_scale=args.speed_scale, seconds=args.seconds)
+    print(report.format())
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with one subparser per command."""
     parser = argparse.ArgumentParser(
@@ -117,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--port", default=None, help="only this port (default: every serial port found)")
     doctor.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")
     doctor.set_defaults(handler=_cmd_doctor)
+
+    check = commands.add_parser(
+        "check", help="conformance run behind the safety layer: every joint follows a slow sine under the limits"
+    )
+    check.add_argument("--port", default=None, help="serial port of the hand (default: start a virtual hand)")
+    check.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")
+    check.add_argument("--calibration", default=None, help="calibration overlay TOML to apply")
+    check.add_argument(
+        "--speed-scale", type=float, default=1.0, help="tighten every speed limit by this factor, in (0, 1]"
+    )
+    check.add_argument("--seconds", type=float, default=4.0, help="duration of the run")
+    check.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand")
+    check.set_defaults(handler=_cmd_check)
     return parser
 
 

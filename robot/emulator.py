@@ -15,6 +15,7 @@ process from Python (tests, benchmarks, the demo).
 from __future__ import annotations
 
 import contextlib
+import gc
 import heapq
 import json
 import os
@@ -343,6 +344,10 @@ def run_emulator(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Everything built so far lives as long as the process: freeze it out of the garbage collector, so a
+    # full collection later cannot stall the real-time loop for tens of milliseconds (seen: 30 ms).
+    gc.collect()
+    gc.freeze()
     ready = {
         "event": "ready",
         "port": emulator.port,

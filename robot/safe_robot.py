@@ -255,7 +255,8 @@ class Robot:
         record = SafeStopRecord(time.monotonic(), fault, "torque_off" if torque_off else "hold", sent, detail)
         self.state = SafetyState.TORQUE_OFF if torque_off else SafetyState.HOLDING
         self.stop_record = record
-        LOG.error("safe stop (%s): %s %s", record.action, fault.message, detail)
+        level = logging.INFO if fault.kind == OPERATOR_STOP else logging.ERROR
+        LOG.log(level, "safe stop (%s): %s %s", record.action, fault.message, detail)
         for callback in self.on_safe_stop:
             callback(record)
         return record
