@@ -29,6 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from handrail.robot.bus import DynamixelBus, HandState
 from handrail.robot.errors import BusError, HardwareFault, RobotError, StallError
+from handrail.robot.jerk_smoother import JerkLimitedSmoother
 from handrail.robot.profile import HandProfile
 from handrail.robot.safety_filter import Intervention, TargetFilter
 from handrail.robot.safety_limits import SafetyLimits
@@ -97,8 +98,9 @@ class Robot:
         *,
         speed_scale: float = 1.0,
         loop_watchdog_periods: float = 3.0,
-        hold_current_fraction: float = 0.3,
+        hold_current_fraction: float = 0.3,  # of the current limit, while holding after a mild fault
         monitor_config: MonitorConfig | None = None,
+        max_jerk_rad_s3: float | None = None,
     ):
         if not 0.0 < hold_current_fraction <= 1.0:
             raise ValueError(f"hold_current_fraction {hold_current_fraction} must be in (0, 1]")
@@ -107,6 +109,10 @@ class Robot:
         self.control_period_s = profile.control_period_s
         self._bus = DynamixelBus(profile, port)
         self._filter = TargetFilter(self.limits, self.control_period_s)
+        # Optional ruckig smoothing of raw targets, in front of the filter (which still checks its output).
+        self._smoother = (
+            JerkLimitedSmoother(self.limits, self.control_period_s, max_jerk_rad_s3) if max_jerk_rad_s3 else None
+        )
         self._monitor = StateMonitor(self.limits, profile.joint_names, monitor_config or MonitorConfig())
         self.hold_current_fraction = hold_current_fraction
         self.loop_watchdog_s = loop_watchdog_periods * self.control_period_s
@@ -130,6 +136,8 @@ class Robot:
             self._bus.write_goal_current(self.limits.current_limit_ma)
             state = self._bus.read_state()
             self._filter.reset(state.position_rad)
+            if self._smoother is not None:
+                self._smoother.reset(self._filter.last_target_rad)
             self._monitor.reset()
             self._bus.write_targets(self._filter.last_target_rad)
             self._bus.set_torque(True)
@@ -191,7 +199,8 @@ class Robot:
         with self._lock:
             self._require_running()
             state = self._read_checked()
-            result = self._filter(raw, state.position_rad)
+            wanted = self._smoother(raw) if self._smoother is not None else raw
+            result = self._filter(wanted, state.position_rad)
             try:
                 self._bus.write_targets(result.target_rad)
             except BusError as error:

@@ -161,3 +161,17 @@ def test_speed_scale_can_only_tighten(profile, vhand):
         Robot(profile, vhand.port, speed_scale=1.5)
     robot = Robot(profile, vhand.port, speed_scale=0.5)
     assert np.allclose(robot.limits.max_speed_rad_s, 0.5 * _max_speed_limit(profile))
+
+
+def test_jerk_limited_smoothing_in_front_of_the_filter(profile, vhand):
+    tolerance = MonitorConfig().speed_tolerance
+    speeds = []
+    with Robot(profile, vhand.port, max_jerk_rad_s3=400.0) as robot:
+        start = next_tick = time.monotonic()
+        while time.monotonic() - start < 2.0:
+            report = robot.step(_square_wave(profile, time.monotonic() - start))
+            speeds.append(np.abs(report.state.velocity_rad_s))
+            next_tick += robot.control_period_s
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+        assert robot.state == SafetyState.RUNNING
+    assert np.all(np.max(speeds, axis=0) <= _max_speed_limit(profile) * (1 + tolerance))
