@@ -57,6 +57,8 @@ case "$job" in
         mkdir -p out
         .venv/bin/handrail model render --out out/hand.png
         .venv/bin/handrail profile show
+        # The virtual hand on a pty, driven through the bus driver and the safety layer.
+        .venv/bin/handrail check --seconds 3
         ;;
     test)
         .venv/bin/python -m pip install -q -e ".[train,dev]"
