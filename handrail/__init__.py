@@ -11,7 +11,16 @@ The stages are subpackages mapped onto the repository's top-level folders:
 The command line entry point is :func:`handrail.cli.main` (console script ``handrail``).
 """
 
-from handrail.errors import HandrailError
+from pathlib import Path as _Path
+
+# In a source checkout (this file's parent folder holds handrail's pyproject.toml), the stages live beside
+# this folder (robot/, sim/, ...): let `handrail.robot` resolve there too, so that code run from the
+# checkout without the pyproject mapping (`python -m handrail` in the repo root) finds the same modules.
+_checkout = _Path(__file__).resolve().parent.parent
+if (_checkout / "pyproject.toml").is_file() and (_checkout / "robot" / "__init__.py").is_file():
+    __path__.append(str(_checkout))
+
+from handrail.errors import HandrailError  # noqa: E402
 
 __all__ = ["HandrailError", "__version__"]
 

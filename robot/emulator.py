@@ -392,7 +392,8 @@ class VirtualHandProcess:
         faults: Sequence[str] = (),
         startup_timeout_s: float = 60.0,
     ):
-        command = [sys.executable, "-m", "handrail", "emulate", "--json", "--reality-seed", str(reality_seed)]
+        # -P: do not put the working directory first on sys.path (it may hold a source checkout).
+        command = [sys.executable, "-P", "-m", "handrail", "emulate", "--json", "--reality-seed", str(reality_seed)]
         if profile_path is not None:
             command += ["--profile", str(profile_path)]
         if reality_out is not None:
