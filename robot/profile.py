@@ -179,6 +179,19 @@ class HandProfile(_Frozen):
         return version
 
     @model_validator(mode="after")
+    def _tracking_window_fits_the_speed(self) -> HandProfile:
+        # The safety filter can keep speed, acceleration and the tracking window all at once only if a
+        # hand that follows its target may lag by two ticks at full speed.
+        for index, joint in enumerate(self.joints):
+            needed_rad = 2.0 * joint.max_speed_rad_s / self.control_rate_hz
+            if joint.max_tracking_error_rad < needed_rad:
+                raise ValueError(
+                    f"joints[{index}] ({joint.name}): max_tracking_error_rad = {joint.max_tracking_error_rad} is below "
+                    f"2 x max_speed_rad_s / control_rate_hz = {needed_rad:.3f} rad — raise it, or lower the speed"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _unique_names_and_ids(self) -> HandProfile:
         for field in ("name", "motor_id", "mjcf_joint", "mjcf_actuator"):
             seen: dict[object, int] = {}

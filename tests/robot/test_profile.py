@@ -114,6 +114,12 @@ BAD_PROFILES = [
         ["middle_mcp", "max_speed_rad_s = 6.0", "only tighten"],
     ),
     ("malformed toml", "[bus]", "[bus", ["not valid TOML"]),
+    (
+        "tracking window too small for the speed",
+        "max_tracking_error_rad = 0.25",
+        "max_tracking_error_rad = 0.1",
+        ["max_tracking_error_rad = 0.1", "2 x max_speed_rad_s / control_rate_hz = 0.200"],
+    ),
 ]
 
 
