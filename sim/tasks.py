@@ -1,0 +1,177 @@
+"""The in-hand tasks of :class:`~handrail.sim.env.HandEnv`: what the policy is asked, how it is scored, when it ends.
+
+A task sees the true simulator state as a :class:`HandState` (hand frame = the frame of body ``palm``) and
+returns its reward as a dict of named, already scaled terms (logged as ``reward/<name>``; the reward is
+their sum), whether the episode is over (``terminated``: a failure such as a dropped cube) and task
+metrics for ``info``. Truncation at ``episode_steps`` is the environment's job.
+
+- ``pose`` (:class:`PoseTask`): reach a target joint pose drawn inside the soft limits at reset; task
+  input = the target [rad] (n).
+- ``rotate-z`` (:class:`RotateZTask`): spin the cube about the palm normal; task input = the rotation
+  axis (0, 0, 1) in the hand frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from handrail.errors import HandrailError
+from handrail.robot.safety_limits import SafetyLimits
+from handrail.sim.observation import ROTATE_Z_TASK_SIZE
+
+POSE = "pose"
+ROTATE_Z = "rotate-z"
+TASK_NAMES = (POSE, ROTATE_Z)
+
+# The hand frame's z axis: the palm normal, the axis rotate-z spins the cube about.
+PALM_NORMAL = (0.0, 0.0, 1.0)
+
+
+class TaskError(HandrailError):
+    """A task name or task configuration is invalid."""
+
+
+@dataclass(frozen=True)
+class HandState:
+    """True state after a control step, in the hand (palm) frame; what a task scores."""
+
+    joint_position_rad: NDArray[np.float64]  # (n,) true joint angles [rad], policy order
+    action: NDArray[np.float64]  # (n,) the policy's action, clipped to [-1, 1]
+    actuator_power_w: float  # sum over actuators of |force * velocity| [W]
+    cube_position_m: NDArray[np.float64]  # (3,) cube centre, hand frame [m]
+    cube_rest_position_m: NDArray[np.float64]  # (3,) where the cube lay at reset, hand frame [m]
+    cube_angular_velocity_rad_s: NDArray[np.float64]  # (3,) hand frame [rad/s]
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    """A task's verdict on one step: named reward terms (scaled), failure, and metrics for ``info``."""
+
+    reward_terms: dict[str, float]
+    terminated: bool
+    metrics: dict[str, float | bool]
+
+
+class Task(Protocol):
+    """One task: its input size, its per-episode input, and its verdict on each step."""
+
+    name: str
+    episode_steps: int
+
+    def task_size(self, n_joints: int) -> int:
+        """Size of the observation's ``task`` field."""
+        ...
+
+    def reset(self, rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
+        """Draw this episode's task input (its shape is ``(task_size,)``)."""
+        ...
+
+    def step(self, state: HandState) -> TaskStep:
+        """Score one step."""
+        ...
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    """Weights of the pose task; the reward is ``-joint_error - action - energy``."""
+
+    episode_steps: int = 300  # 10 s at 30 Hz
+    joint_error_weight: float = 1.0  # per rad of ||q - target||
+    action_weight: float = 0.01  # per unit of ||action||^2
+    energy_weight: float = 0.001  # per W of actuator power
+
+
+@dataclass(frozen=True)
+class RotateZConfig:
+    """Weights and thresholds of the rotate-z task (Playground's LEAP rotate-z, in spirit)."""
+
+    episode_steps: int = 600  # 20 s at 30 Hz
+    angular_velocity_clip_rad_s: float = 1.0  # faster spinning earns no more
+    rotation_weight: float = 1.0  # per rad/s about the palm normal
+    position_weight: float = 5.0  # per m the cube strays from where it lay at reset
+    drop_weight: float = 10.0  # once, on the step the cube falls
+    action_weight: float = 0.01  # per unit of ||action||^2
+    fell_below_palm_m: float = 0.05  # the cube centre this far below the palm surface has fallen
+    # The cube centre this far (in the palm plane) from where it lay at reset is off the palm.
+    off_palm_m: float = 0.1
+
+
+class PoseTask:
+    """Reach a target joint pose drawn uniformly inside the soft limits."""
+
+    name = POSE
+
+    def __init__(self, config: PoseConfig | None = None):
+        self.config = config or PoseConfig()
+        self.episode_steps = self.config.episode_steps
+        self._target_rad: NDArray[np.float64] | None = None
+
+    def task_size(self, n_joints: int) -> int:
+        return n_joints
+
+    def reset(self, rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
+        self._target_rad = rng.uniform(limits.soft_low_rad, limits.soft_high_rad)
+        return self._target_rad.copy()
+
+    def step(self, state: HandState) -> TaskStep:
+        if self._target_rad is None:
+            raise TaskError("pose task: step() before reset() — reset the environment first")
+        config = self.config
+        error_rad = float(np.linalg.norm(state.joint_position_rad - self._target_rad))
+        terms = {
+            "joint_error": -config.joint_error_weight * error_rad,
+            "action": -config.action_weight * float(state.action @ state.action),
+            "energy": -config.energy_weight * state.actuator_power_w,
+        }
+        return TaskStep(terms, terminated=False, metrics={"final_joint_error_rad": error_rad})
+
+
+class RotateZTask:
+    """Spin the cube about the palm normal without dropping it."""
+
+    name = ROTATE_Z
+
+    def __init__(self, config: RotateZConfig | None = None):
+        self.config = config or RotateZConfig()
+        self.episode_steps = self.config.episode_steps
+
+    def task_size(self, n_joints: int) -> int:
+        return ROTATE_Z_TASK_SIZE
+
+    def reset(self, rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
+        return np.array(PALM_NORMAL)
+
+    def step(self, state: HandState) -> TaskStep:
+        config = self.config
+        spin_rad_s = float(state.cube_angular_velocity_rad_s[2])
+        offset_m = state.cube_position_m - state.cube_rest_position_m
+        dropped = bool(
+            state.cube_position_m[2] < -config.fell_below_palm_m
+            or float(np.linalg.norm(offset_m[:2])) > config.off_palm_m
+        )
+        clip = config.angular_velocity_clip_rad_s
+        terms = {
+            "rotation": config.rotation_weight * float(np.clip(spin_rad_s, -clip, clip)),
+            "position": -config.position_weight * float(np.linalg.norm(offset_m)),
+            "drop": -config.drop_weight * float(dropped),
+            "action": -config.action_weight * float(state.action @ state.action),
+        }
+        metrics: dict[str, float | bool] = {"cube_angular_velocity_z_rad_s": spin_rad_s, "dropped": dropped}
+        return TaskStep(terms, terminated=dropped, metrics=metrics)
+
+
+def make_task(name: str, config: PoseConfig | RotateZConfig | None = None) -> Task:
+    """The task called ``name`` (one of :data:`TASK_NAMES`) with ``config`` (its defaults when None)."""
+    if name == POSE:
+        if config is not None and not isinstance(config, PoseConfig):
+            raise TaskError(f"task {name!r} takes a PoseConfig, got {type(config).__name__}")
+        return PoseTask(config)
+    if name == ROTATE_Z:
+        if config is not None and not isinstance(config, RotateZConfig):
+            raise TaskError(f"task {name!r} takes a RotateZConfig, got {type(config).__name__}")
+        return RotateZTask(config)
+    raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
