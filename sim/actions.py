@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from handrail.errors import HandrailError
 from handrail.robot.profile import HandProfile
 from handrail.robot.safety_limits import SafetyLimits
+from handrail.sim.spec_json import check_spec_document
 
 ACTION_SPEC_SCHEMA_VERSION = 1
 RELATIVE = "relative"
@@ -200,16 +201,7 @@ class ActionMap:
         if mode not in ACTION_MODES:
             raise ActionSpecError(f"action spec mode {mode!r} is unknown; valid modes: {', '.join(ACTION_MODES)}")
         expected = {"schema_version", "mode", "joint_names", *MODE_PARAMETERS[mode]}
-        missing, unknown = sorted(expected - set(data)), sorted(set(data) - expected)
-        if missing or unknown:
-            raise ActionSpecError(
-                f"action spec ({mode}): missing keys {missing}, unknown keys {unknown} — expected {sorted(expected)}"
-            )
-        if data["schema_version"] != ACTION_SPEC_SCHEMA_VERSION:
-            raise ActionSpecError(
-                f"action spec schema_version {data['schema_version']!r} is not supported — this handrail reads "
-                f"version {ACTION_SPEC_SCHEMA_VERSION}; re-export the policy with a matching handrail"
-            )
+        check_spec_document(data, f"action spec ({mode})", expected, ACTION_SPEC_SCHEMA_VERSION, ActionSpecError)
         names = data["joint_names"]
         if not isinstance(names, list):
             raise ActionSpecError(f"action spec joint_names must be a list of names, got {type(names).__name__}")

@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from handrail.errors import HandrailError
+from handrail.sim.spec_json import check_spec_document
 
 OBSERVATION_SPEC_SCHEMA_VERSION = 1
 
@@ -153,19 +154,13 @@ class ObservationSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ObservationSpec:
         """Inverse of :meth:`to_dict`; raises ObservationSpecError naming the problem."""
-        if not isinstance(data, Mapping):
-            raise ObservationSpecError(f"observation spec must be a JSON object, got {type(data).__name__}")
-        expected = {"schema_version", "fields", "n_obs"}
-        missing, unknown = sorted(expected - set(data)), sorted(set(data) - expected)
-        if missing or unknown:
-            raise ObservationSpecError(
-                f"observation spec: missing keys {missing}, unknown keys {unknown} — expected {sorted(expected)}"
-            )
-        if data["schema_version"] != OBSERVATION_SPEC_SCHEMA_VERSION:
-            raise ObservationSpecError(
-                f"observation spec schema_version {data['schema_version']!r} is not supported — this handrail "
-                f"reads version {OBSERVATION_SPEC_SCHEMA_VERSION}; re-export the policy with a matching handrail"
-            )
+        check_spec_document(
+            data,
+            "observation spec",
+            {"schema_version", "fields", "n_obs"},
+            OBSERVATION_SPEC_SCHEMA_VERSION,
+            ObservationSpecError,
+        )
         entries = data["fields"]
         if not isinstance(entries, list):
             raise ObservationSpecError(f"observation spec 'fields' must be a list, got {type(entries).__name__}")
