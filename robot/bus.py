@@ -152,6 +152,7 @@ class DynamixelBus:
         self._state_layout = self._indirect_layout()
         self.stall_detector = StallDetector(np.array([j.current_limit_ma for j in profile.joints]))
         self._last_goal_rad: NDArray[np.float64] | None = None
+        self._speed_scale = 1.0
         self._soft_low_rad = np.array([j.soft_limits_rad[0] for j in profile.joints])
         self._soft_high_rad = np.array([j.soft_limits_rad[1] for j in profile.joints])
 
@@ -301,7 +302,7 @@ class DynamixelBus:
         """Bytes per motor in one state read."""
         return sum(size for _, size in self._state_layout.values())
 
-    def configure(self) -> None:
+    def configure(self, speed_scale: float = 1.0) -> None:
         """Put the profile's limits and gains into every servo (torque is switched off to do it).
 
         Writes: Operating Mode (current-based position), Current Limit, Temperature Limit, Min/Max
@@ -309,6 +310,9 @@ class DynamixelBus:
         the max joint speed (a hardware-level speed limit), Profile Acceleration from the max acceleration,
         indirect addresses for the one-read state block, and the Bus Watchdog.
         """
+        if not 0.0 < speed_scale <= 1.0:
+            raise ValueError(f"speed_scale {speed_scale} can only tighten limits: give a value in (0, 1]")
+        self._speed_scale = speed_scale
         self.set_torque(False)
         for index in range(len(self.ids)):
             self._configure_motor(index)
@@ -321,7 +325,8 @@ class DynamixelBus:
         low = self.units.rad_to_ticks([low for low, _ in limits])[index]
         high = self.units.rad_to_ticks([high for _, high in limits])[index]
         current_raw = self.units.ma_to_current_raw([j.current_limit_ma for j in self.profile.joints])[index]
-        speed_raw = self.units.rad_s_to_velocity_raw([j.max_speed_rad_s for j in self.profile.joints])[index]
+        scale = self._speed_scale  # the servo's own speed limit follows a run-time tightening too
+        speed_raw = self.units.rad_s_to_velocity_raw([scale * j.max_speed_rad_s for j in self.profile.joints])[index]
         acceleration_unit = self.motor.profile_acceleration_rad_s2_per_lsb
         self.write_register(motor_id, "Bus Watchdog", 0)  # clears a latched watchdog error first
         self.write_register(motor_id, "Operating Mode", OPERATING_MODE_CURRENT_BASED_POSITION)
@@ -334,7 +339,7 @@ class DynamixelBus:
         self.write_register(motor_id, "Position I Gain", servo.position_i_gain)
         self.write_register(motor_id, "Position D Gain", servo.position_d_gain)
         self.write_register(motor_id, "Profile Velocity", int(speed_raw))
-        acceleration_raw = max(1, math.floor(joint.max_accel_rad_s2 * joint.gear_ratio / acceleration_unit))
+        acceleration_raw = max(1, math.floor(scale * joint.max_accel_rad_s2 * joint.gear_ratio / acceleration_unit))
         self.write_register(motor_id, "Profile Acceleration", acceleration_raw)
         self._write_indirect_addresses(motor_id)
         self.write_register(motor_id, "Bus Watchdog", max(1, servo.bus_watchdog_ms // BUS_WATCHDOG_UNIT_MS))

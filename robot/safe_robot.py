@@ -106,6 +106,7 @@ class Robot:
             raise ValueError(f"hold_current_fraction {hold_current_fraction} must be in (0, 1]")
         self.profile = profile
         self.limits = SafetyLimits.from_profile(profile, speed_scale=speed_scale)
+        self.speed_scale = speed_scale
         self.control_period_s = profile.control_period_s
         self._bus = DynamixelBus(profile, port)
         self._filter = TargetFilter(self.limits, self.control_period_s)
@@ -132,7 +133,7 @@ class Robot:
         """Connect, configure, enable torque holding where the hand is, and start the loop watchdog."""
         with self._lock:
             self._bus.connect()
-            self._bus.configure()
+            self._bus.configure(speed_scale=self.speed_scale)
             self._bus.write_goal_current(self.limits.current_limit_ma)
             state = self._bus.read_state()
             self._filter.reset(state.position_rad)

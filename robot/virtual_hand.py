@@ -31,6 +31,7 @@ from handrail.sim.model import build_scene_for_profile, cube_pose
 
 BUS_WATCHDOG_UNIT_S = 0.020  # Bus Watchdog(98) LSB, e-manual
 BUS_WATCHDOG_TRIPPED = -1  # the register value a servo shows after its watchdog fired
+SETTLE_LIMP_S = 1.0  # simulated before the hand is offered on the wire
 
 # Register name -> ServoCommands field, for registers that take effect without latency.
 _COMMAND_REGISTERS = {
@@ -100,6 +101,9 @@ class VirtualHand:
         self._published_errors = np.zeros(self.n, dtype=np.int64)
         for servo in servos:
             self._sync_commands_from_registers(servo)
+        # A real hand is found at rest: powered, torque off, fingers settled where gravity leaves them.
+        for _ in range(round(SETTLE_LIMP_S / self.timestep_s)):
+            self.step()
 
     # -- model setup ---------------------------------------------------------------------------------
 
