@@ -155,25 +155,29 @@ class ActionMap:
         return len(self.joint_names)
 
     def __call__(self, action: ArrayLike, previous_target_rad: ArrayLike | None = None) -> NDArray[np.float64]:
-        """Raw joint targets [rad], shape (n,), float64, for the safety filter.
+        """Raw joint targets [rad], shape (n,) — or (N, n) for a batch of N hands — float64, for the safety filter.
 
-        ``action`` (n,) is clipped to [-1, 1], non-finite entries kept as they are. ``previous_target_rad``
-        (n,) [rad], the last filtered target, is needed in relative mode and ignored in absolute mode.
-        Raises ActionInputError on a wrong shape or a missing previous target; never on values.
+        ``action`` (n,) or (N, n) is clipped to [-1, 1], non-finite entries kept as they are.
+        ``previous_target_rad`` of the same shape [rad], the last filtered target, is needed in relative mode
+        and ignored in absolute mode. Raises ActionInputError on a wrong shape or a missing previous target;
+        never on values.
         """
-        shape = (len(self.joint_names),)
+        n = len(self.joint_names)
         raw = np.asarray(action, dtype=np.float64)
-        if raw.shape != shape:
-            raise ActionInputError(f"action needs shape {shape} (one value per joint, policy order), got {raw.shape}")
+        if raw.ndim not in (1, 2) or raw.shape[-1] != n:
+            raise ActionInputError(
+                f"action needs shape ({n},) (one value per joint, policy order) or (N, {n}), got {raw.shape}"
+            )
         clipped = np.minimum(np.maximum(raw, -1.0), 1.0)
-        if not math.isfinite(sum(raw.tolist())):
+        finite = math.isfinite(sum(raw.tolist())) if raw.ndim == 1 else bool(np.isfinite(raw).all())
+        if not finite:
             clipped = np.where(np.isfinite(raw), clipped, raw)  # NaN/inf reach the filter, which rejects them
         if self.max_delta_rad is not None:
             if previous_target_rad is None:
                 raise ActionInputError("a relative action map needs previous_target_rad (the last filtered target)")
             previous = np.asarray(previous_target_rad, dtype=np.float64)
-            if previous.shape != shape:
-                raise ActionInputError(f"previous_target_rad needs shape {shape}, got {previous.shape}")
+            if previous.shape != raw.shape:
+                raise ActionInputError(f"previous_target_rad needs shape {raw.shape}, got {previous.shape}")
             return previous + clipped * self.max_delta_rad
         assert self.low_rad is not None and self.high_rad is not None
         return self.low_rad + (clipped + 1.0) * 0.5 * (self.high_rad - self.low_rad)

@@ -439,3 +439,100 @@ class ObservationBuilder:
             else:
                 obs[where] = task  # task_size
         return obs
+
+
+def canonical_quat_wxyz(quat: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Unit quaternions (..., 4) with :class:`ObjectPoseEstimate`'s sign rule (first non-zero component > 0)."""
+    quat = quat / np.linalg.norm(quat, axis=-1, keepdims=True)
+    w, x, y, z = np.moveaxis(quat, -1, 0)
+    leading = np.where(w != 0, w, np.where(x != 0, x, np.where(y != 0, y, z)))
+    return np.where((leading < 0)[..., None], -quat, quat) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+class BatchObservationBuilder:
+    """:class:`ObservationBuilder` for N hands at once, with the same layout, history and stale-pose rules.
+
+    For the training environment, whose inputs come from the simulator (finite by construction, so the
+    per-value checks of the single builder are left out). The pose arrives as arrays: position (N, 3),
+    quaternion (N, 4), age (N,) [s]; a hand whose camera has produced nothing passes an age above
+    ``max_pose_age_s``. Each row equals what an ObservationBuilder fed that row would build.
+    """
+
+    def __init__(
+        self,
+        spec: ObservationSpec,
+        n_joints: int,
+        n_hands: int,
+        history: int = 1,
+        *,
+        max_pose_age_s: float = DEFAULT_MAX_POSE_AGE_S,
+    ):
+        # The single builder validates the spec against n_joints and history, and owns the rules.
+        self._reference = ObservationBuilder(spec, n_joints, history, max_pose_age_s=max_pose_age_s)
+        self.spec = spec
+        self.n_joints = n_joints
+        self.n_hands = n_hands
+        self.history = history
+        self.max_pose_age_s = float(max_pose_age_s)
+        self._slices = spec.slices()
+        self._joint_history = np.zeros((n_hands, history, n_joints))  # newest first
+        self._held_position = np.zeros((n_hands, 3))
+        self._held_quat = np.tile(np.array(IDENTITY_QUAT_WXYZ), (n_hands, 1))
+
+    def reset(
+        self,
+        hands: NDArray[np.intp],
+        joint_position_rad: NDArray[np.float64],
+        position_m: NDArray[np.float64],
+        quat_wxyz: NDArray[np.float64],
+        age_s: NDArray[np.float64],
+    ) -> None:
+        """Start episodes for ``hands``: history = this reading; held pose = the given one where fresh."""
+        self._joint_history[hands] = joint_position_rad[:, None, :]
+        fresh = age_s <= self.max_pose_age_s
+        self._held_position[hands] = np.where(fresh[:, None], position_m, 0.0)
+        identity = np.array(IDENTITY_QUAT_WXYZ)
+        self._held_quat[hands] = np.where(fresh[:, None], canonical_quat_wxyz(quat_wxyz), identity)
+
+    def build(
+        self,
+        joint_position_rad: NDArray[np.float64],
+        previous_target_rad: NDArray[np.float64],
+        position_m: NDArray[np.float64],
+        quat_wxyz: NDArray[np.float64],
+        age_s: NDArray[np.float64],
+        task_input: NDArray[np.float64] | None,
+        hands: NDArray[np.intp] | None = None,
+    ) -> NDArray[np.float32]:
+        """This tick's observations (N, n_obs) float32; shifts the hands' joint histories by one tick.
+
+        Inputs have one row per hand in ``hands`` (all hands when None), whose rows are returned.
+        """
+        index = slice(None) if hands is None else hands
+        history = self._joint_history[index]
+        if self.history > 1:
+            history[:, 1:] = history[:, :-1]
+        history[:, 0] = joint_position_rad
+        self._joint_history[index] = history
+        fresh = age_s <= self.max_pose_age_s
+        held_position = np.where(fresh[:, None], position_m, self._held_position[index])
+        held_quat = np.where(fresh[:, None], canonical_quat_wxyz(quat_wxyz), self._held_quat[index])
+        self._held_position[index] = held_position
+        self._held_quat[index] = held_quat
+        obs = np.empty((len(history), self.spec.n_obs), dtype=np.float32)
+        for name, where in self._slices.items():
+            if name == JOINT_POSITION:
+                obs[:, where] = history.reshape(len(history), -1)
+            elif name == PREVIOUS_TARGET:
+                obs[:, where] = previous_target_rad
+            elif name == OBJECT_POSITION:
+                obs[:, where] = held_position
+            elif name == OBJECT_QUAT:
+                obs[:, where] = held_quat
+            elif name == OBJECT_POSE_VALID:
+                obs[:, where.start] = fresh
+            elif name == OBJECT_POSE_AGE:
+                obs[:, where.start] = np.where(fresh, age_s, self.max_pose_age_s)
+            else:
+                obs[:, where] = task_input
+        return obs

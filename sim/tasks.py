@@ -1,7 +1,8 @@
 """The in-hand tasks of :class:`~handrail.sim.env.HandEnv`: what the policy is asked, how it is scored, when it ends.
 
-A task sees the true simulator state as a :class:`HandState` (hand frame = the frame of body ``palm``) and
-returns its reward as a dict of named, already scaled terms (logged as ``reward/<name>``; the reward is
+A task sees the true simulator state of a batch of N hands as a :class:`TaskState` (hand frame = the frame
+of body ``palm``; arrays with a leading axis of N) and returns their rewards as a dict of named, already
+scaled terms (logged as ``reward/<name>``; the reward is
 their sum), whether the episode is over (``terminated``: a failure such as a dropped cube) and task
 metrics for ``info``. Truncation at ``episode_steps`` is the environment's job.
 
@@ -36,28 +37,28 @@ class TaskError(HandrailError):
 
 
 @dataclass(frozen=True)
-class HandState:
-    """True state after a control step, in the hand (palm) frame; what a task scores."""
+class TaskState:
+    """True state of N hands after a control step, in the hand (palm) frame; what a task scores."""
 
-    joint_position_rad: NDArray[np.float64]  # (n,) true joint angles [rad], policy order
-    action: NDArray[np.float64]  # (n,) the policy's action, clipped to [-1, 1]
-    actuator_power_w: float  # sum over actuators of |force * velocity| [W]
-    cube_position_m: NDArray[np.float64]  # (3,) cube centre, hand frame [m]
-    cube_rest_position_m: NDArray[np.float64]  # (3,) where the cube lay at reset, hand frame [m]
-    cube_angular_velocity_rad_s: NDArray[np.float64]  # (3,) hand frame [rad/s]
+    joint_position_rad: NDArray[np.float64]  # (N, n) true joint angles [rad], policy order
+    action: NDArray[np.float64]  # (N, n) the policy's action, clipped to [-1, 1]
+    actuator_power_w: NDArray[np.float64]  # (N,) sum over actuators of |force * velocity| [W]
+    cube_position_m: NDArray[np.float64]  # (N, 3) cube centre, hand frame [m]
+    cube_rest_position_m: NDArray[np.float64]  # (N, 3) where the cube lay at reset, hand frame [m]
+    cube_angular_velocity_rad_s: NDArray[np.float64]  # (N, 3) hand frame [rad/s]
 
 
 @dataclass(frozen=True)
 class TaskStep:
-    """A task's verdict on one step: named reward terms (scaled), failure, and metrics for ``info``."""
+    """A task's verdict on one step of N hands: named reward terms (scaled, (N,) each), failure (N,), metrics."""
 
-    reward_terms: dict[str, float]
-    terminated: bool
-    metrics: dict[str, float | bool]
+    reward_terms: dict[str, NDArray[np.float64]]
+    terminated: NDArray[np.bool_]
+    metrics: dict[str, NDArray[np.float64]]
 
 
 class Task(Protocol):
-    """One task: its input size, its per-episode input, and its verdict on each step."""
+    """One task for N hands: its input size, the per-episode inputs, and its verdict on each step."""
 
     name: str
     episode_steps: int
@@ -66,13 +67,17 @@ class Task(Protocol):
         """Size of the observation's ``task`` field."""
         ...
 
-    def reset(self, rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
-        """Draw this episode's task input (its shape is ``(task_size,)``)."""
+    def reset(self, hands: NDArray[np.intp], rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
+        """Draw new episodes' task inputs for ``hands``; shape (len(hands), task_size)."""
         ...
 
-    def step(self, state: HandState) -> TaskStep:
-        """Score one step."""
+    def step(self, state: TaskState) -> TaskStep:
+        """Score one step of every hand."""
         ...
+
+
+def _squared_norm(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.einsum("ij,ij->i", values, values)
 
 
 @dataclass(frozen=True)
@@ -105,29 +110,33 @@ class PoseTask:
 
     name = POSE
 
-    def __init__(self, config: PoseConfig | None = None):
+    def __init__(self, config: PoseConfig | None = None, n_hands: int = 1):
         self.config = config or PoseConfig()
         self.episode_steps = self.config.episode_steps
         self._target_rad: NDArray[np.float64] | None = None
+        self._n_hands = n_hands
 
     def task_size(self, n_joints: int) -> int:
         return n_joints
 
-    def reset(self, rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
-        self._target_rad = rng.uniform(limits.soft_low_rad, limits.soft_high_rad)
-        return self._target_rad.copy()
+    def reset(self, hands: NDArray[np.intp], rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
+        if self._target_rad is None:
+            self._target_rad = np.tile(limits.soft_low_rad, (self._n_hands, 1))
+        drawn = rng.uniform(limits.soft_low_rad, limits.soft_high_rad, (len(hands), limits.n_joints))
+        self._target_rad[hands] = drawn
+        return drawn.copy()
 
-    def step(self, state: HandState) -> TaskStep:
+    def step(self, state: TaskState) -> TaskStep:
         if self._target_rad is None:
             raise TaskError("pose task: step() before reset() — reset the environment first")
         config = self.config
-        error_rad = float(np.linalg.norm(state.joint_position_rad - self._target_rad))
+        error_rad = np.linalg.norm(state.joint_position_rad - self._target_rad, axis=1)
         terms = {
             "joint_error": -config.joint_error_weight * error_rad,
-            "action": -config.action_weight * float(state.action @ state.action),
+            "action": -config.action_weight * _squared_norm(state.action),
             "energy": -config.energy_weight * state.actuator_power_w,
         }
-        return TaskStep(terms, terminated=False, metrics={"final_joint_error_rad": error_rad})
+        return TaskStep(terms, np.zeros(len(error_rad), dtype=bool), {"final_joint_error_rad": error_rad})
 
 
 class RotateZTask:
@@ -135,43 +144,42 @@ class RotateZTask:
 
     name = ROTATE_Z
 
-    def __init__(self, config: RotateZConfig | None = None):
+    def __init__(self, config: RotateZConfig | None = None, n_hands: int = 1):
         self.config = config or RotateZConfig()
         self.episode_steps = self.config.episode_steps
 
     def task_size(self, n_joints: int) -> int:
         return ROTATE_Z_TASK_SIZE
 
-    def reset(self, rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
-        return np.array(PALM_NORMAL)
+    def reset(self, hands: NDArray[np.intp], rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
+        return np.tile(np.array(PALM_NORMAL), (len(hands), 1))
 
-    def step(self, state: HandState) -> TaskStep:
+    def step(self, state: TaskState) -> TaskStep:
         config = self.config
-        spin_rad_s = float(state.cube_angular_velocity_rad_s[2])
+        spin_rad_s = state.cube_angular_velocity_rad_s[:, 2]
         offset_m = state.cube_position_m - state.cube_rest_position_m
-        dropped = bool(
-            state.cube_position_m[2] < -config.fell_below_palm_m
-            or float(np.linalg.norm(offset_m[:2])) > config.off_palm_m
+        dropped = (state.cube_position_m[:, 2] < -config.fell_below_palm_m) | (
+            np.linalg.norm(offset_m[:, :2], axis=1) > config.off_palm_m
         )
         clip = config.angular_velocity_clip_rad_s
         terms = {
-            "rotation": config.rotation_weight * float(np.clip(spin_rad_s, -clip, clip)),
-            "position": -config.position_weight * float(np.linalg.norm(offset_m)),
-            "drop": -config.drop_weight * float(dropped),
-            "action": -config.action_weight * float(state.action @ state.action),
+            "rotation": config.rotation_weight * np.clip(spin_rad_s, -clip, clip),
+            "position": -config.position_weight * np.linalg.norm(offset_m, axis=1),
+            "drop": -config.drop_weight * dropped,
+            "action": -config.action_weight * _squared_norm(state.action),
         }
-        metrics: dict[str, float | bool] = {"cube_angular_velocity_z_rad_s": spin_rad_s, "dropped": dropped}
-        return TaskStep(terms, terminated=dropped, metrics=metrics)
+        metrics = {"cube_angular_velocity_z_rad_s": spin_rad_s, "dropped": dropped.astype(np.float64)}
+        return TaskStep(terms, dropped, metrics)
 
 
-def make_task(name: str, config: PoseConfig | RotateZConfig | None = None) -> Task:
-    """The task called ``name`` (one of :data:`TASK_NAMES`) with ``config`` (its defaults when None)."""
+def make_task(name: str, config: PoseConfig | RotateZConfig | None = None, n_hands: int = 1) -> Task:
+    """The task called ``name`` (one of :data:`TASK_NAMES`) for ``n_hands`` hands with ``config`` (defaults: None)."""
     if name == POSE:
         if config is not None and not isinstance(config, PoseConfig):
             raise TaskError(f"task {name!r} takes a PoseConfig, got {type(config).__name__}")
-        return PoseTask(config)
+        return PoseTask(config, n_hands)
     if name == ROTATE_Z:
         if config is not None and not isinstance(config, RotateZConfig):
             raise TaskError(f"task {name!r} takes a RotateZConfig, got {type(config).__name__}")
-        return RotateZTask(config)
+        return RotateZTask(config, n_hands)
     raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")

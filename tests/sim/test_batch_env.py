@@ -1,0 +1,154 @@
+"""The batched training engine: its safety filter and observation builder equal the hardware's row by row;
+latency, backlash, auto-reset and an unstable simulation behave as documented; hands are independent."""
+
+import numpy as np
+import pytest
+
+from handrail.robot.profile import load_profile
+from handrail.robot.safety_filter import INTERVENTION_KINDS, BatchTargetFilter, TargetFilter
+from handrail.robot.safety_limits import SafetyLimits
+from handrail.sim.batch_env import BatchHandEnv
+from handrail.sim.observation import BatchObservationBuilder, ObjectPoseEstimate, ObservationBuilder, default_spec
+from handrail.sim.randomization import NonNegativeRange, nominal_randomization
+from handrail.sim.tasks import POSE, ROTATE_Z
+
+
+@pytest.fixture(scope="module")
+def limits() -> SafetyLimits:
+    return SafetyLimits.from_profile(load_profile())
+
+
+def test_batch_filter_equals_one_filter_per_hand(limits: SafetyLimits) -> None:
+    rng = np.random.default_rng(0)
+    n_hands, n = 6, limits.n_joints
+    dt = 1 / 30
+    singles = [TargetFilter(limits, dt) for _ in range(n_hands)]
+    batch = BatchTargetFilter(limits, dt, n_hands)
+    start = rng.uniform(limits.soft_low_rad, limits.soft_high_rad, (n_hands, n))
+    for hand, single in enumerate(singles):
+        single.reset(start[hand])
+    batch.reset(np.arange(n_hands), start)
+    measured = start.copy()
+    totals = np.zeros((n_hands, len(INTERVENTION_KINDS)), dtype=int)
+    for tick in range(300):
+        raw = measured + rng.normal(0, 0.5, (n_hands, n)) * (1 + 5 * (tick % 37 == 0))
+        raw[tick % n_hands, tick % n] = np.nan if tick % 11 == 0 else raw[tick % n_hands, tick % n]
+        measured_now = measured.copy()
+        measured_now[(tick + 1) % n_hands, (tick * 3) % n] = np.nan if tick % 13 == 0 else 0.0
+        measured_now = np.where(np.isnan(measured_now), np.nan, measured)
+        result = batch(raw, measured_now)
+        for hand, single in enumerate(singles):
+            expected = single(raw[hand], measured_now[hand])
+            np.testing.assert_array_equal(result.target_rad[hand], expected.target_rad)
+        totals += np.stack([result.counts[kind] for kind in INTERVENTION_KINDS], axis=1)
+        # The hand lags its target a little, as a servo does.
+        measured = measured + 0.7 * (result.target_rad - measured)
+    for hand, single in enumerate(singles):
+        assert totals[hand].tolist() == [single.counts[kind] for kind in INTERVENTION_KINDS]
+    assert totals.sum() > 0 and totals[:, INTERVENTION_KINDS.index("non_finite")].sum() > 0
+
+
+def test_batch_observation_builder_equals_the_single_builder() -> None:
+    rng = np.random.default_rng(1)
+    n_hands, n, history = 4, 16, 3
+    spec = default_spec(n, history, 3)
+    singles = [ObservationBuilder(spec, n, history) for _ in range(n_hands)]
+    batch = BatchObservationBuilder(spec, n, n_hands, history)
+    joints = rng.normal(size=(n_hands, n))
+    position = rng.normal(size=(n_hands, 3))
+    quat = rng.normal(size=(n_hands, 4))
+    age = np.array([0.0, 0.05, 0.2, 0.1])
+    for hand, single in enumerate(singles):
+        pose = ObjectPoseEstimate(position[hand], quat[hand], age[hand], "sim")
+        single.reset(joints[hand], joints[hand], pose)
+    batch.reset(np.arange(n_hands), joints, position, quat, age)
+    for _ in range(20):
+        joints, target = rng.normal(size=(n_hands, n)), rng.normal(size=(n_hands, n))
+        position, quat = rng.normal(size=(n_hands, 3)), rng.normal(size=(n_hands, 4))
+        age = rng.choice([0.0, 0.033, 0.1, 0.15, 1.0], n_hands)
+        task = rng.normal(size=(n_hands, 3))
+        obs = batch.build(joints, target, position, quat, age, task)
+        for hand, single in enumerate(singles):
+            pose = ObjectPoseEstimate(position[hand], quat[hand], age[hand], "sim")
+            np.testing.assert_array_equal(obs[hand], single.build(joints[hand], target[hand], pose, task[hand]))
+
+
+def _pinned(**timing_and_hand: float):
+    config = nominal_randomization()
+    timing = {k: NonNegativeRange.pinned(v) for k, v in timing_and_hand.items() if k.startswith("command")}
+    hand = {k: NonNegativeRange.pinned(v) for k, v in timing_and_hand.items() if k == "backlash_rad"}
+    return config.model_copy(
+        update={
+            "enabled": True,
+            "timing": config.timing.model_copy(update=timing),
+            "hand": config.hand.model_copy(update=hand),
+        }
+    )
+
+
+def _joints_after_one_step(latency_periods: float, action: float) -> np.ndarray:
+    env = BatchHandEnv(POSE, 1, randomization=_pinned(command_latency_periods=latency_periods), seed=0, nthread=1)
+    env.reset()
+    env.step(np.full((1, env.n_joints), action))
+    return env.get_data(0).qpos[env._qpos_ids].copy()
+
+
+def test_command_latency_delays_the_motion() -> None:
+    # Without latency the command acts within the period; one period late, the hand cannot tell it was sent.
+    assert np.abs(_joints_after_one_step(0.0, 1.0) - _joints_after_one_step(0.0, 0.0)).max() > 0.005
+    np.testing.assert_array_equal(_joints_after_one_step(1.0, 1.0), _joints_after_one_step(1.0, 0.0))
+    half = np.abs(_joints_after_one_step(0.5, 1.0) - _joints_after_one_step(0.5, 0.0)).max()
+    assert 0 < half < np.abs(_joints_after_one_step(0.0, 1.0) - _joints_after_one_step(0.0, 0.0)).max()
+
+
+def test_backlash_swallows_small_reversals() -> None:
+    play = 0.2
+    env = BatchHandEnv(POSE, 1, randomization=_pinned(backlash_rad=play), seed=0, nthread=1)
+    env.reset()
+    for action in [1.0] * 5 + [0.0] * 30:  # move, then come to rest
+        env.step(np.full((1, env.n_joints), action))
+    servo = env._servo_command.copy()
+    command = env.target_filter.target_rad.copy()  # no zero offset, no noise: the command is the target
+    assert np.abs(servo - command).max() <= play / 2 + 1e-12
+    # A step back into the play leaves the servo where it is; a step out of it drags the servo along.
+    env.step(0.3 * np.sign(servo - command))
+    np.testing.assert_array_equal(env._servo_command, servo)
+    for _ in range(5):
+        env.step(-np.sign(servo - command))
+    assert np.abs(env._servo_command - servo).min() > 0.05
+
+
+def test_autoreset_returns_terminal_observations_and_episode_stats() -> None:
+    env = BatchHandEnv(ROTATE_Z, 3, dr=False, seed=0, nthread=1)
+    env.reset()
+    env.set_cube_position(1, env.cube_world_position(1) + np.array([0.3, 0.0, 0.0]))
+    result = env.step(np.zeros((3, env.n_joints)))
+    assert result.terminated.tolist() == [False, True, False]
+    assert result.terminal_obs is not None and result.episode_length is not None
+    assert result.episode_length[1] == 1 and result.episode_metrics["dropped"][1] == 1.0
+    # The hand was reset: its cube is back on the palm and its next observation is a fresh episode's.
+    assert np.linalg.norm(env.cube_world_position(1) - env.cube_world_position(0)) < 0.05
+    assert not np.array_equal(result.terminal_obs[1], result.obs[1])
+
+
+def test_unstable_simulation_is_truncated_not_crashed(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warning to MUJOCO_LOG.TXT in the working directory
+    env = BatchHandEnv(ROTATE_Z, 2, dr=False, seed=0, nthread=1)
+    env.reset()
+    env._qvel[0] = 1e12  # MuJoCo detects the blow-up and resets the simulation
+    result = env.step(np.zeros((2, env.n_joints)))
+    assert result.truncated.tolist() == [True, False]
+    assert np.isfinite(result.obs).all()
+
+
+def test_same_seed_same_batch_and_hands_differ() -> None:
+    def run() -> np.ndarray:
+        env = BatchHandEnv(ROTATE_Z, 3, dr=True, seed=5, nthread=2)
+        observations = [env.reset()]
+        actions = np.random.default_rng(2).uniform(-1, 1, (10, 3, env.n_joints))
+        observations += [env.step(action).obs for action in actions]
+        return np.stack(observations)
+
+    first, second = run(), run()
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first[:, 0], first[:, 1])
