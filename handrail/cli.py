@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from handrail import __version__
+from handrail.cli_policy import add_policy_commands
+from handrail.cli_train import add_training_commands
 from handrail.errors import HandrailError
 
 
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seconds", type=float, default=4.0, help="duration of the run")
     check.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand")
     check.set_defaults(handler=_cmd_check)
+    add_training_commands(commands)
+    add_policy_commands(commands)
     return parser
 
 

@@ -1,0 +1,228 @@
+"""Task scores of a policy in the batched simulator: what ``handrail eval`` reports.
+
+A policy is a checkpoint (``.pt`` or a run folder, evaluated from its numpy actor) or a policy file
+(``.onnx``, evaluated with onnxruntime exactly as the hand runs it). Each hand plays the same number of
+whole episodes (so that short, failed episodes are not over-counted); actions are deterministic.
+
+Scores: for ``rotate-z`` the mean cube angular velocity about the palm normal over each episode [rad/s]
+(averaged over episodes), the total rotation per episode [rad] and the drop rate (episodes that ended
+with the cube off the palm); for ``pose`` the joint error at the end of the episode [rad].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from handrail.errors import HandrailError
+from handrail.sim.batch_env import BatchHandEnv
+from handrail.sim.tasks import POSE, ROTATE_Z
+
+Policy = Callable[[NDArray[np.float32]], NDArray[np.float64]]
+
+
+class EvalError(HandrailError):
+    """A policy cannot be evaluated on the task asked for."""
+
+
+@dataclass(frozen=True)
+class PolicyUnderTest:
+    """A policy as a function of a batch of observations, and the facts needed to build its environment."""
+
+    act: Policy
+    task: str
+    history: int
+    max_pose_age_s: float
+    n_obs: int
+    source: str
+
+
+def load_policy(path: str | Path) -> PolicyUnderTest:
+    """A checkpoint (``.pt``/run folder) or an ONNX policy file as a :class:`PolicyUnderTest`."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return _onnx_policy(path)
+    from handrail.sim.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    info = checkpoint.info
+    return PolicyUnderTest(
+        act=lambda obs: checkpoint.act(obs),
+        task=info["task"],
+        history=int(info["history"]),
+        max_pose_age_s=float(info["max_pose_age_s"]),
+        n_obs=checkpoint.n_obs,
+        source=f"checkpoint {path}",
+    )
+
+
+def _onnx_policy(path: Path) -> PolicyUnderTest:
+    import onnxruntime as ort
+
+    from handrail.deploy.policy_file import read_policy
+
+    metadata, _ = read_policy(path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def act(obs: NDArray[np.float32]) -> NDArray[np.float64]:
+        (action,) = session.run(["action"], {"obs": np.asarray(obs, dtype=np.float32)})
+        return np.asarray(action, dtype=np.float64)
+
+    return PolicyUnderTest(
+        act=act,
+        task=metadata.task,
+        history=metadata.history,
+        max_pose_age_s=metadata.max_pose_age_s,
+        n_obs=int(metadata.observation_spec["n_obs"]),
+        source=f"policy file {path}",
+    )
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Scores of ``episodes`` episodes of ``task`` (see the module docstring)."""
+
+    task: str
+    dr: bool
+    episodes: int
+    seed: int
+    mean_return: float
+    mean_episode_steps: float
+    mean_angular_velocity_rad_s: float | None = None
+    mean_rotation_rad: float | None = None
+    drop_rate: float | None = None
+    final_joint_error_rad: float | None = None
+    policy: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    def format(self) -> str:
+        lines = [
+            f"{self.task}, DR {'on' if self.dr else 'off'}, {self.episodes} episodes, seed {self.seed} — {self.policy}"
+        ]
+        if self.mean_angular_velocity_rad_s is not None:
+            lines.append(f"  mean cube angular velocity about z: {self.mean_angular_velocity_rad_s:+.3f} rad/s")
+            lines.append(f"  mean rotation per episode:          {self.mean_rotation_rad:+.2f} rad")
+            lines.append(f"  drop rate:                          {self.drop_rate:.1%}")
+        if self.final_joint_error_rad is not None:
+            lines.append(f"  final joint error (norm):           {self.final_joint_error_rad:.3f} rad")
+        lines.append(f"  mean return {self.mean_return:.1f}, mean episode length {self.mean_episode_steps:.0f} steps")
+        return "\n".join(lines)
+
+
+def evaluate(
+    policy: PolicyUnderTest | Policy,
+    task: str | None = None,
+    *,
+    dr: bool = True,
+    episodes: int = 32,
+    seed: int = 1000,
+    n_envs: int | None = None,
+    episode_steps: int | None = None,
+    history: int = 1,
+) -> EvalReport:
+    """Play ``episodes`` episodes of ``task`` with ``policy`` and score them.
+
+    ``policy`` is a :class:`PolicyUnderTest` (its task and history are used, ``task`` must agree) or a bare
+    function of observations (then ``task`` is required). Each of ``n_envs`` hands (default: up to 32)
+    plays ceil(episodes / n_envs) episodes; the first ``episodes`` finished are scored.
+    """
+    if episodes < 1:
+        raise EvalError(f"--episodes {episodes} must be at least 1")
+    act, source, max_pose_age_s = _unpack(policy, task)
+    if isinstance(policy, PolicyUnderTest):
+        if task is not None and task != policy.task:
+            raise EvalError(
+                f"the policy was trained for task {policy.task!r}, not {task!r} — pass --task {policy.task}"
+            )
+        task, history = policy.task, policy.history
+    if task not in (POSE, ROTATE_Z):
+        raise EvalError(f"unknown task {task!r}; valid tasks: {POSE}, {ROTATE_Z}")
+    from handrail.sim.train import task_config_for
+
+    n_envs = n_envs or min(episodes, 32)
+    per_hand = math.ceil(episodes / n_envs)
+    env = BatchHandEnv(
+        task,
+        n_envs,
+        dr=dr,
+        seed=seed,
+        history=history,
+        max_pose_age_s=max_pose_age_s,
+        task_config=task_config_for(task, episode_steps),
+    )
+    if isinstance(policy, PolicyUnderTest) and policy.n_obs != env.observation_spec.n_obs:
+        raise EvalError(
+            f"the policy takes {policy.n_obs} observations but task {task!r} with history {history} gives "
+            f"{env.observation_spec.n_obs} — it was built for another layout"
+        )
+    finished: list[dict[str, float]] = []
+    played = np.zeros(n_envs, dtype=int)
+    obs = env.reset()
+    while np.min(played) < per_hand:
+        result = env.step(act(obs))
+        obs = result.obs
+        done = np.flatnonzero(result.terminated | result.truncated)
+        for hand in done.tolist():
+            if played[hand] < per_hand:
+                finished.append(_episode_scores(result, hand, env.control_period_s))
+            played[hand] += 1
+    return _report(finished[:episodes], task, dr, seed, source)
+
+
+def _unpack(policy: PolicyUnderTest | Policy, task: str | None) -> tuple[Policy, str, float]:
+    from handrail.sim.observation import DEFAULT_MAX_POSE_AGE_S
+
+    if isinstance(policy, PolicyUnderTest):
+        return policy.act, policy.source, policy.max_pose_age_s
+    if task is None:
+        raise EvalError("a bare policy function needs the task to evaluate it on")
+    return policy, getattr(policy, "__name__", "policy function"), DEFAULT_MAX_POSE_AGE_S
+
+
+def _episode_scores(result: Any, hand: int, period_s: float) -> dict[str, float]:
+    length = int(result.episode_length[hand])
+    scores = {"return": float(result.episode_return[hand]), "steps": float(length)}
+    metrics = result.episode_metrics
+    if "cube_angular_velocity_z_rad_s" in metrics:
+        spin = float(metrics["cube_angular_velocity_z_rad_s"][hand])
+        scores["spin"] = spin
+        scores["rotation"] = spin * length * period_s
+        scores["dropped"] = float(result.terminated[hand])
+    if "final_joint_error_rad" in result.metrics:
+        scores["final_error"] = float(result.metrics["final_joint_error_rad"][hand])
+    return scores
+
+
+def _report(episodes: list[dict[str, float]], task: str, dr: bool, seed: int, source: str) -> EvalReport:
+    def mean(key: str) -> float:
+        return float(np.mean([episode[key] for episode in episodes]))
+
+    extra: dict[str, float] = {}
+    if task == ROTATE_Z:
+        extra = {
+            "mean_angular_velocity_rad_s": mean("spin"),
+            "mean_rotation_rad": mean("rotation"),
+            "drop_rate": mean("dropped"),
+        }
+    else:
+        extra = {"final_joint_error_rad": mean("final_error")}
+    return EvalReport(
+        task=task,
+        dr=dr,
+        episodes=len(episodes),
+        seed=seed,
+        mean_return=mean("return"),
+        mean_episode_steps=mean("steps"),
+        policy=source,
+        **extra,
+    )

@@ -1,0 +1,460 @@
+"""PPO training on the batched hand environment (Stable-Baselines3), with checkpoints a stranger can load safely.
+
+``handrail train --task rotate-z --minutes 60 --out runs/NAME``:
+
+- the environment is :class:`~handrail.sim.batch_env.BatchHandEnv` (all hands in one ``mujoco.batch.Batch``)
+  behind :class:`HandVecEnv`, Stable-Baselines3's ``VecEnv`` interface — no subprocesses, no pickling;
+- observations are normalized by running statistics (SB3's ``VecNormalize``), rewards by the running
+  return's scale; the observation statistics go into every checkpoint and, at export, into the graph;
+- a progress bar over the time budget; metrics to ``runs/NAME/progress.csv`` and TensorBoard
+  (``runs/NAME/tb``), including the task's scores (cube angular velocity, drop rate, joint error);
+- checkpoints (:mod:`handrail.sim.checkpoint`) every ``--checkpoint-minutes`` and at the end, as
+  ``runs/NAME/checkpoints/step_<N>.pt`` and ``runs/NAME/latest.pt``; ``--resume`` continues a run from
+  ``latest.pt`` with its hyperparameters, optimizer state, normalizer and step counter;
+- ``runs/NAME/run.json``: command, seed, hyperparameters, wall time, steps.
+
+SB3's own ``save``/``load`` are not used: they unpickle (cloudpickle) parts of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from tqdm import tqdm
+
+from handrail.errors import HandrailError
+from handrail.sim.batch_env import BatchHandEnv
+from handrail.sim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from handrail.sim.tasks import POSE, ROTATE_Z, PoseConfig, RotateZConfig
+
+ACTIVATION_MODULES = {"elu": torch.nn.ELU, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+class TrainError(HandrailError):
+    """A training run cannot start or continue."""
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """PPO settings of a run (stored in its checkpoints, so ``--resume`` continues with the same ones)."""
+
+    n_envs: int = 64
+    n_steps: int = 64  # per environment and rollout: 4096 samples per update with 64 hands
+    batch_size: int = 2048
+    n_epochs: int = 5
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 1.0
+    target_kl: float | None = 0.02
+    hidden: tuple[int, ...] = (256, 256)
+    activation: str = "elu"
+    log_std_init: float = -1.0
+    clip_obs: float = 10.0
+    history: int = 1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
+        values = dict(data)
+        values["hidden"] = tuple(values.get("hidden", cls.hidden))
+        return cls(**values)
+
+
+@dataclass
+class RunConfig:
+    """What ``handrail train`` was asked to do."""
+
+    task: str
+    out: Path
+    minutes: float
+    seed: int = 0
+    dr: bool = True
+    resume: bool = False
+    max_steps: int | None = None  # stop after this many environment steps (tests), in addition to the time
+    checkpoint_minutes: float = 10.0
+    nthread: int = 0
+    progress: bool = True
+    episode_steps: int | None = None  # shorter (or longer) episodes than the task's default
+    hyper: Hyperparameters = field(default_factory=Hyperparameters)
+
+
+class HandVecEnv(VecEnv):
+    """Stable-Baselines3's vectorized-environment interface over one :class:`BatchHandEnv`."""
+
+    def __init__(self, core: BatchHandEnv):
+        self.core = core
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (core.observation_spec.n_obs,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (core.n_joints,), np.float32)
+        super().__init__(core.n_envs, observation_space, action_space)
+        self._actions: np.ndarray | None = None
+        self._started_s = time.monotonic()
+
+    def reset(self) -> np.ndarray:
+        seed = self._seeds[0] if self._seeds and self._seeds[0] is not None else None
+        if seed is not None:
+            self.core.seed(seed)
+        self._reset_seeds()
+        return self.core.reset()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        assert self._actions is not None
+        result = self.core.step(self._actions)
+        done = result.terminated | result.truncated
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if done.any():
+            assert result.terminal_obs is not None and result.episode_return is not None
+            assert result.episode_length is not None
+            elapsed_s = time.monotonic() - self._started_s
+            for hand in np.flatnonzero(done).tolist():
+                info = infos[hand]
+                info["terminal_observation"] = result.terminal_obs[hand]
+                info["TimeLimit.truncated"] = bool(result.truncated[hand])
+                info["episode"] = {
+                    "r": float(result.episode_return[hand]),
+                    "l": int(result.episode_length[hand]),
+                    "t": elapsed_s,
+                }
+                info["task"] = {name: float(values[hand]) for name, values in result.episode_metrics.items()}
+                info["task"]["terminated"] = float(result.terminated[hand])
+        return result.obs, result.reward.astype(np.float32), done, infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self.core, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        raise TrainError(f"HandVecEnv cannot set {attr_name!r} per environment")
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:
+        raise TrainError(f"HandVecEnv has no per-environment method {method_name!r}")
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices: Any) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
+
+
+def current_commit() -> str:
+    """The checkout's commit (with ``+dirty`` when it has changes), or ``"unknown"`` outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def policy_info(core: BatchHandEnv, seed: int) -> dict[str, Any]:
+    """The facts of a policy trained on ``core`` that its checkpoints and policy file carry."""
+    profile = core.profile
+    return {
+        "task": core.task.name,
+        "seed": seed,
+        "dr": core.dr,
+        "history": core.history,
+        "max_pose_age_s": core.max_pose_age_s,
+        "control_rate_hz": profile.control_rate_hz,
+        "profile_name": profile.name,
+        "profile_fingerprint": profile.fingerprint(),
+        "observation_spec": core.observation_spec.to_dict(),
+        "action_spec": core.action_map.to_dict(),
+        "safety_limits": core.safety_limits.as_dict(),
+        "commit": current_commit(),
+    }
+
+
+def _actor_layers(model: PPO) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The deterministic actor of an SB3 MLP policy as (weights, biases), input to output."""
+    layers = [m for m in model.policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
+    layers.append(model.policy.action_net)
+    weights = [layer.weight.detach().cpu().numpy().copy() for layer in layers]
+    biases = [layer.bias.detach().cpu().numpy().copy() for layer in layers]
+    return weights, biases
+
+
+def make_checkpoint(
+    model: PPO, normalizer: VecNormalize, hyper: Hyperparameters, info: dict[str, Any], episode_steps: int | None = None
+) -> Checkpoint:
+    """Everything export and resume need, from a live PPO model and its normalizer."""
+    weights, biases = _actor_layers(model)
+    obs_rms, ret_rms = normalizer.obs_rms, normalizer.ret_rms
+    trainer_state = {
+        "policy": model.policy.state_dict(),
+        "optimizer": model.policy.optimizer.state_dict(),
+        "obs_count": float(obs_rms.count),
+        "ret_mean": float(ret_rms.mean),
+        "ret_var": float(ret_rms.var),
+        "ret_count": float(ret_rms.count),
+        "hyperparameters_json": json.dumps(asdict(hyper)),
+        "episode_steps_json": json.dumps(episode_steps),
+    }
+    return Checkpoint(
+        actor_weights=weights,
+        actor_biases=biases,
+        activation=hyper.activation,
+        obs_mean=np.asarray(obs_rms.mean, dtype=np.float64),
+        obs_var=np.asarray(obs_rms.var, dtype=np.float64),
+        obs_epsilon=float(normalizer.epsilon),
+        clip_obs=float(normalizer.clip_obs),
+        info=info,
+        num_timesteps=int(model.num_timesteps),
+        trainer_state=trainer_state,
+    )
+
+
+class _Progress(BaseCallback):
+    """Progress bar over the time budget, task metrics to the logger, periodic checkpoints, the stop."""
+
+    def __init__(self, trainer: Trainer):
+        super().__init__()
+        self.trainer = trainer
+        self._episodes: list[dict[str, float]] = []
+        self._bar: tqdm | None = None
+        self._last_checkpoint_s = time.monotonic()
+
+    def _on_training_start(self) -> None:
+        config = self.trainer.config
+        if config.progress:
+            self._bar = tqdm(
+                total=round(config.minutes * 60),
+                unit="s",
+                desc=f"train {config.task}",
+                file=sys.stderr,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            )
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            if "task" in info:
+                self._episodes.append(info["task"])
+        trainer = self.trainer
+        elapsed_s = time.monotonic() - trainer.started_s
+        if self._bar is not None:
+            shown = min(int(elapsed_s), self._bar.total)
+            if shown > self._bar.n:
+                self._bar.update(shown - self._bar.n)
+        if time.monotonic() - self._last_checkpoint_s >= trainer.config.checkpoint_minutes * 60:
+            trainer.save()
+            self._last_checkpoint_s = time.monotonic()
+        return not trainer.budget_spent()
+
+    def _on_rollout_end(self) -> None:
+        if not self._episodes:
+            return
+        keys = set().union(*self._episodes)
+        means = {key: float(np.mean([e[key] for e in self._episodes if key in e])) for key in sorted(keys)}
+        for key, value in means.items():
+            self.logger.record(f"task/{key}", value)
+        self.logger.record("time/steps_per_s", self.trainer.steps_per_s())
+        if self._bar is not None:
+            keys = ("cube_angular_velocity_z_rad_s", "dropped", "final_joint_error_rad")
+            shown = {k: means[k] for k in keys if k in means}
+            self._bar.set_postfix({k.split("_rad")[0][:18]: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
+        self._episodes.clear()
+
+    def _on_training_end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class Trainer:
+    """One training run: environment, normalizer, PPO, logging and checkpoints in ``config.out``."""
+
+    def __init__(self, config: RunConfig):
+        if config.task not in (POSE, ROTATE_Z):
+            raise TrainError(f"unknown task {config.task!r}; valid tasks: {POSE}, {ROTATE_Z}")
+        if not (config.minutes > 0 and math.isfinite(config.minutes)):
+            raise TrainError(f"--minutes {config.minutes} must be a positive number")
+        self.config = config
+        out = config.out
+        latest = out / "latest.pt"
+        resumed: Checkpoint | None = None
+        if latest.exists() and not config.resume:
+            raise TrainError(f"{out} already holds a run — pass --resume to continue it, or choose another --out")
+        if config.resume:
+            if not latest.exists():
+                raise TrainError(f"--resume: {latest} does not exist — start the run without --resume")
+            resumed = load_checkpoint(latest)
+            config.hyper = Hyperparameters.from_dict(json.loads(resumed.trainer_state["hyperparameters_json"]))
+            config.task, config.seed, config.dr = resumed.info["task"], resumed.info["seed"], resumed.info["dr"]
+            config.episode_steps = json.loads(resumed.trainer_state.get("episode_steps_json", "null"))
+        hyper = config.hyper
+        out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+        self.core = BatchHandEnv(
+            config.task,
+            hyper.n_envs,
+            dr=config.dr,
+            history=hyper.history,
+            seed=config.seed,
+            nthread=config.nthread,
+            task_config=task_config_for(config.task, config.episode_steps),
+        )
+        self.info = policy_info(self.core, config.seed)
+        venv = HandVecEnv(self.core)
+        venv.seed(config.seed)
+        self.normalizer = VecNormalize(
+            venv, norm_obs=True, norm_reward=True, clip_obs=hyper.clip_obs, gamma=hyper.gamma
+        )
+        self.model = PPO(
+            "MlpPolicy",
+            self.normalizer,
+            n_steps=hyper.n_steps,
+            batch_size=hyper.batch_size,
+            n_epochs=hyper.n_epochs,
+            learning_rate=hyper.learning_rate,
+            gamma=hyper.gamma,
+            gae_lambda=hyper.gae_lambda,
+            clip_range=hyper.clip_range,
+            ent_coef=hyper.ent_coef,
+            vf_coef=hyper.vf_coef,
+            max_grad_norm=hyper.max_grad_norm,
+            target_kl=hyper.target_kl,
+            policy_kwargs={
+                "net_arch": {"pi": list(hyper.hidden), "vf": list(hyper.hidden)},
+                "activation_fn": ACTIVATION_MODULES[hyper.activation],
+                "log_std_init": hyper.log_std_init,
+            },
+            seed=config.seed,
+            device="cpu",
+            verbose=0,
+        )
+        self.model.set_logger(configure(str(out), ["csv", "tensorboard"]))
+        if resumed is not None:
+            self._restore(resumed)
+        self.started_s = time.monotonic()
+        self._start_steps = self.model.num_timesteps
+        self.wall_s_before = float(self._read_run().get("wall_s", 0.0)) if resumed is not None else 0.0
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        state = checkpoint.trainer_state
+        self.model.policy.load_state_dict(state["policy"])
+        self.model.policy.optimizer.load_state_dict(state["optimizer"])
+        obs_rms, ret_rms = self.normalizer.obs_rms, self.normalizer.ret_rms
+        obs_rms.mean, obs_rms.var = checkpoint.obs_mean.copy(), checkpoint.obs_var.copy()
+        obs_rms.count = state["obs_count"]
+        ret_rms.mean, ret_rms.var, ret_rms.count = state["ret_mean"], state["ret_var"], state["ret_count"]
+        self.model.num_timesteps = checkpoint.num_timesteps
+
+    def budget_spent(self) -> bool:
+        config = self.config
+        if time.monotonic() - self.started_s >= config.minutes * 60:
+            return True
+        return config.max_steps is not None and self.model.num_timesteps - self._start_steps >= config.max_steps
+
+    def steps_per_s(self) -> float:
+        return (self.model.num_timesteps - self._start_steps) / max(time.monotonic() - self.started_s, 1e-9)
+
+    def save(self) -> Path:
+        """Write ``checkpoints/step_<N>.pt``, ``latest.pt`` and ``run.json``; returns latest.pt's path."""
+        config = self.config
+        checkpoint = make_checkpoint(self.model, self.normalizer, config.hyper, self.info, config.episode_steps)
+        out = self.config.out
+        save_checkpoint(checkpoint, out / "checkpoints" / f"step_{self.model.num_timesteps:010d}.pt")
+        latest = save_checkpoint(checkpoint, out / "latest.pt")
+        self._write_run()
+        return latest
+
+    def _read_run(self) -> dict[str, Any]:
+        path = self.config.out / "run.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _write_run(self) -> None:
+        config = self.config
+        record = {
+            "command": " ".join(["handrail", *sys.argv[1:]]) if sys.argv and "handrail" in sys.argv[0] else None,
+            "task": config.task,
+            "seed": config.seed,
+            "dr": config.dr,
+            "steps": int(self.model.num_timesteps),
+            "wall_s": round(self.wall_s_before + time.monotonic() - self.started_s, 1),
+            "steps_per_s": round(self.steps_per_s(), 1),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "hyperparameters": asdict(config.hyper),
+            "commit": self.info["commit"],
+        }
+        path = config.out / "run.json"
+        partial = path.with_name("run.json.partial")
+        partial.write_text(json.dumps(record, indent=2) + "\n")
+        partial.replace(path)
+
+    def run(self) -> Path:
+        """Train until the budget is spent (or Ctrl-C), then save; returns the latest checkpoint's path."""
+        try:
+            self.model.learn(
+                total_timesteps=10**12, callback=_Progress(self), reset_num_timesteps=False, progress_bar=False
+            )
+        except KeyboardInterrupt:
+            print("interrupted: saving a checkpoint", file=sys.stderr)
+        return self.save()
+
+
+def train(config: RunConfig) -> Path:
+    """Run :class:`Trainer` for ``config``; returns the path of the final checkpoint (``latest.pt``)."""
+    return Trainer(config).run()
+
+
+def task_config_for(task: str, episode_steps: int | None) -> PoseConfig | RotateZConfig | None:
+    """The task's default configuration with another episode length, or None to keep the defaults."""
+    if episode_steps is None:
+        return None
+    if episode_steps < 1:
+        raise TrainError(f"--episode-steps {episode_steps} must be at least 1")
+    return PoseConfig(episode_steps=episode_steps) if task == POSE else RotateZConfig(episode_steps=episode_steps)
+
+
+def hyperparameters_for(task: str, n_envs: int | None = None, overrides: Sequence[str] = ()) -> Hyperparameters:
+    """The default settings of ``task``, with ``--envs`` and ``--set NAME=VALUE`` applied."""
+    values = asdict(Hyperparameters())
+    if n_envs is not None:
+        values["n_envs"] = n_envs
+    for item in overrides:
+        name, _, text = item.partition("=")
+        if name not in values or not text:
+            raise TrainError(f"--set {item!r}: give NAME=VALUE with NAME one of {', '.join(sorted(values))}")
+        values[name] = json.loads(text) if name != "activation" else text
+    if values["activation"] not in ACTIVATION_MODULES:
+        raise TrainError(f"activation {values['activation']!r}: valid {', '.join(ACTIVATION_MODULES)}")
+    hyper = Hyperparameters.from_dict(values)
+    samples = hyper.n_envs * hyper.n_steps
+    if samples % hyper.batch_size:
+        raise TrainError(f"n_envs * n_steps = {samples} must be a multiple of batch_size = {hyper.batch_size}")
+    return hyper
