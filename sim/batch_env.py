@@ -204,6 +204,8 @@ class BatchHandEnv:
         self._xfrc = self.batch.bind("xfrc_applied")
         self._actuator_force = self.batch.bind("actuator_force")
         self._actuator_velocity = self.batch.bind("actuator_velocity")
+        self._site_xpos = self.batch.bind("site_xpos")
+        self._tip_site_ids = np.array([model.site(name).id for name in leap.FINGERTIP_SITE_NAMES])
         self._per_sim: dict[str, NDArray[np.float64]] = {}
         if self.dr:  # without DR every simulation keeps the shared nominal model, bit for bit
             self._per_sim = {name: self.batch.expand(name) for name in SNAPSHOT_FIELDS}
@@ -386,6 +388,7 @@ class BatchHandEnv:
             cube_position_m=position_m,
             cube_rest_position_m=self._cube_rest_m,
             cube_angular_velocity_rad_s=spin,
+            fingertip_position_m=self._fingertips_in_hand_frame(),
         )
         verdict = self.task.step(state)
         reward = sum(verdict.reward_terms.values())
@@ -510,6 +513,11 @@ class BatchHandEnv:
         local_spin = self._qvel[index][:, self._cube_dof + 3 : self._cube_dof + 6]
         spin = quat.rotate(palm_inverse, quat.rotate(cube_quat, local_spin))
         return position_m, orientation, spin
+
+    def _fingertips_in_hand_frame(self) -> NDArray[np.float64]:
+        """Fingertip sites in the palm frame [m], (N, tips, 3), as of the last physics substep's start."""
+        tips = self._site_xpos[:, self._tip_site_ids]
+        return quat.rotate(quat.conjugate(self._palm_quat), tips - self._palm_position_m)
 
     def _capture(
         self, hands: NDArray[np.intp] | slice, position_m: NDArray[np.float64], orientation: NDArray[np.float64]

@@ -46,6 +46,7 @@ class TaskState:
     cube_position_m: NDArray[np.float64]  # (N, 3) cube centre, hand frame [m]
     cube_rest_position_m: NDArray[np.float64]  # (N, 3) where the cube lay at reset, hand frame [m]
     cube_angular_velocity_rad_s: NDArray[np.float64]  # (N, 3) hand frame [rad/s]
+    fingertip_position_m: NDArray[np.float64]  # (N, tips, 3) fingertip sites, hand frame [m]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ class Task(Protocol):
         ...
 
 
+def _mean_fingertip_distance(state: TaskState) -> NDArray[np.float64]:
+    """Mean distance from the fingertips to the cube centre per hand [m]."""
+    offsets = state.fingertip_position_m - state.cube_position_m[:, None, :]
+    return np.linalg.norm(offsets, axis=2).mean(axis=1)
+
+
 def _squared_norm(values: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.einsum("ij,ij->i", values, values)
 
@@ -100,6 +107,8 @@ class RotateZConfig:
     position_weight: float = 5.0  # per m the cube strays from where it lay at reset
     drop_weight: float = 10.0  # once, on the step the cube falls
     action_weight: float = 0.01  # per unit of ||action||^2
+    # Shaping: per m of mean fingertip-to-cube-centre distance, so that exploration finds the cube.
+    fingertip_distance_weight: float = 2.0
     fell_below_palm_m: float = 0.05  # the cube centre this far below the palm surface has fallen
     # The cube centre this far (in the palm plane) from where it lay at reset is off the palm.
     off_palm_m: float = 0.1
@@ -167,6 +176,7 @@ class RotateZTask:
             "position": -config.position_weight * np.linalg.norm(offset_m, axis=1),
             "drop": -config.drop_weight * dropped,
             "action": -config.action_weight * _squared_norm(state.action),
+            "fingertips": -config.fingertip_distance_weight * _mean_fingertip_distance(state),
         }
         metrics = {"cube_angular_velocity_z_rad_s": spin_rad_s, "dropped": dropped.astype(np.float64)}
         return TaskStep(terms, dropped, metrics)
