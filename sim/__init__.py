@@ -1,9 +1,12 @@
-"""Sim stage: the MuJoCo model of the hand and its scene.
+"""Sim stage: the MuJoCo model of the hand and its scene, the randomized training environment, PPO, export.
 
-- :mod:`handrail.sim.model`: builds the scene (hand from the profile's MJCF, palm up, a 6 cm cube with
-  distinct faces, fixed cameras) and its home keyframe.
-- :mod:`handrail.sim.render`: headless offscreen renders of every scene camera.
-
-It hands the training stage a compiled ``mujoco.MjModel``; the randomized environment, training and ONNX
-export build on it.
+- :mod:`handrail.sim.model`, :mod:`handrail.sim.render`: the scene (hand from the profile's MJCF, palm up,
+  a 6 cm cube, fixed cameras) and headless renders.
+- :mod:`handrail.sim.observation`, :mod:`handrail.sim.actions`: the one observation builder and action map,
+  shared with the deploy loop (numpy only).
+- :mod:`handrail.sim.randomization`: domain randomization ranges from ``sim/configs/randomization.toml``.
+- :mod:`handrail.sim.batch_env` (N hands on ``mujoco.batch``), :mod:`handrail.sim.env` (Gymnasium, one hand),
+  :mod:`handrail.sim.tasks` (pose, rotate-z).
+- :mod:`handrail.sim.train` (PPO, Stable-Baselines3), :mod:`handrail.sim.checkpoint`,
+  :mod:`handrail.sim.evaluate`, :mod:`handrail.sim.export` (ONNX policy files).
 """
