@@ -70,6 +70,8 @@ class PolicyMetadata(BaseModel):
     action_spec: dict[str, Any]
     safety_limits: dict[str, Any]
     commit: str
+    # Where the hand should be when the policy takes over [rad], policy order (None: the profile's home pose).
+    start_pose_rad: list[float] | None = None
     training: dict[str, Any] | None = None
 
     @field_validator("observation_spec", "action_spec", "safety_limits")

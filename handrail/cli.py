@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from handrail import __version__
+from handrail.cli_deploy import add_deploy_commands
+from handrail.cli_log import add_log_commands
 from handrail.cli_policy import add_policy_commands
 from handrail.cli_train import add_training_commands
 from handrail.errors import HandrailError
@@ -153,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_cmd_check)
     add_training_commands(commands)
     add_policy_commands(commands)
+    add_log_commands(commands)
+    add_deploy_commands(commands)
     return parser
 
 

@@ -86,6 +86,8 @@ class StepReport:
     target_rad: NDArray[np.float64]  # (n,) what was sent after the filter
     interventions: tuple[Intervention, ...]
     faults: tuple[Fault, ...] = ()
+    filter_s: float = 0.0  # time spent in the filter (and smoother) [s]
+    write_s: float = 0.0  # time spent writing the targets to the bus [s]
 
 
 class Robot:
@@ -194,21 +196,44 @@ class Robot:
 
         Raises SafetyFault (after the safe stop) on any fault, and on every call after one.
         """
+        with self._lock:
+            self._require_running()
+            return self.command(raw_target_rad, self._read_checked())
+
+    def command(self, raw_target_rad: ArrayLike, state: HandState) -> StepReport:
+        """Filter ``raw_target_rad`` against ``state`` (this tick's checked reading, from :meth:`read`) and send it.
+
+        For a loop that must see the state before it decides (a policy's observation): ``read()``, decide,
+        ``command()`` — one bus read per tick. Raises SafetyFault (after the safe stop) on any fault.
+        """
         raw = np.asarray(raw_target_rad, dtype=np.float64)
         if raw.shape != (len(self.profile.joints),):
             raise ValueError(f"step needs {len(self.profile.joints)} targets in policy order, got shape {raw.shape}")
         with self._lock:
             self._require_running()
-            state = self._read_checked()
+            started_s = time.monotonic()
             wanted = self._smoother(raw) if self._smoother is not None else raw
             result = self._filter(wanted, state.position_rad)
+            filtered_s = time.monotonic()
             try:
                 self._bus.write_targets(result.target_rad)
             except BusError as error:
                 self._raise_stop(Fault(COMMS, None, None, 0.0, 0.0, f"hand: writing targets failed: {error}"))
             self._last_target = result.target_rad.copy()
             self._last_command_s = time.monotonic()
-            return StepReport(state, raw, result.target_rad, result.interventions)
+            return StepReport(
+                state,
+                raw,
+                result.target_rad,
+                result.interventions,
+                filter_s=filtered_s - started_s,
+                write_s=self._last_command_s - filtered_s,
+            )
+
+    @property
+    def last_target_rad(self) -> NDArray[np.float64] | None:
+        """The last target sent after the filter [rad] (a copy), or None before start."""
+        return None if self._last_target is None else self._last_target.copy()
 
     def stop(self, reason: str = "operator stop") -> SafeStopRecord:
         """Operator stop: torque off now. Returns the record (no exception)."""

@@ -59,7 +59,7 @@ from handrail.sim.randomization import (
     randomized_fields,
     sample_episode,
 )
-from handrail.sim.tasks import PoseConfig, RotateZConfig, TaskState, make_task
+from handrail.sim.tasks import ROTATE_Z, PoseConfig, RotateZConfig, TaskState, make_task
 
 # Reset: the hand at home plus this much noise per joint (std) [rad], the cube turned about the palm
 # normal by up to this much either way [rad].
@@ -186,10 +186,10 @@ class BatchHandEnv:
         self._cube_qpos = int(model.jnt_qposadr[model.joint(leap.CUBE_JOINT_NAME).id])
         self._cube_dof = int(model.jnt_dofadr[model.joint(leap.CUBE_JOINT_NAME).id])
         self._cube_half_edge_m = float(model.geom_size[model.geom(leap.CUBE_GEOM_NAME).id][2])
-        self._home_rad = np.array([joint.home_rad for joint in joints])
         self._palm_position_m, self._palm_quat = self._palm_pose(model)
 
         self.safety_limits = SafetyLimits.from_profile(self.profile)
+        self.start_pose_rad = self._start_pose(self.task.name)
         self.action_map = ActionMap.relative(self.profile.joint_names, self.safety_limits, self.control_period_s)
         self.target_filter = BatchTargetFilter(self.safety_limits, self.control_period_s, n_envs)
         self.observation_spec = default_spec(self.n_joints, history, self.task.task_size(self.n_joints))
@@ -222,6 +222,15 @@ class BatchHandEnv:
         data = mujoco.MjData(model)
         mujoco.mj_kinematics(model, data)
         return data.xpos[palm_id].copy(), data.xquat[palm_id].copy()
+
+    def _start_pose(self, task: str) -> NDArray[np.float64]:
+        """Where episodes start [rad]: rotate-z's grasp-ready pose for the LEAP joints, else the home pose."""
+        home = np.array([joint.home_rad for joint in self.profile.joints])
+        start = leap.ROTATE_Z_START_POSE_RAD
+        if task != ROTATE_Z or not all(joint.mjcf_joint in start for joint in self.profile.joints):
+            return home
+        pose = np.array([start[joint.mjcf_joint] for joint in self.profile.joints])
+        return np.clip(pose, self.safety_limits.soft_low_rad, self.safety_limits.soft_high_rad)
 
     def _allocate_state(self) -> None:
         n_envs, n = self.n_envs, self.n_joints
@@ -268,7 +277,7 @@ class BatchHandEnv:
         batch.reset(hands, keyframe=self._home_key_id, stage=mujoco.mjtStage.mjSTAGE_NONE)
         limits = self.safety_limits
         noise = rng.normal(0.0, RESET_JOINT_NOISE_STD_RAD, (len(hands), n))
-        joints = np.clip(self._home_rad + noise, limits.soft_low_rad, limits.soft_high_rad)
+        joints = np.clip(self.start_pose_rad + noise, limits.soft_low_rad, limits.soft_high_rad)
         qpos = self._qpos[hands]
         qpos[:, self._qpos_ids] = joints
         cube = self._cube_qpos

@@ -37,3 +37,14 @@ CUBE_JOINT_NAME: Final = "cube_freejoint"
 CUBE_GEOM_NAME: Final = "cube_geom"
 CAMERA_NAMES: Final = ("cam_top", "cam_side", "cam_front")
 HOME_KEYFRAME_NAME: Final = "home"
+
+# The rotate-z task's start pose, by MJCF joint [rad]: index, middle and ring fingertips 3 mm in front of the
+# resting cube's fingertip-side face, spread across it; the thumb beside the cube. No finger touches the cube
+# or palm in it. Found by a search over the model's kinematics (fingertip targets in the palm frame, rejecting
+# any pose with penetration); a hand whose MJCF uses other joint names starts rotate-z from its home pose.
+ROTATE_Z_START_POSE_RAD: Final = {
+    "if_abd": -0.4, "if_mcp": 1.1, "if_pip": 1.3, "if_dip": 1.5,
+    "mf_abd": -0.3, "mf_mcp": 1.1, "mf_pip": 1.3, "mf_dip": 1.5,
+    "rf_abd": 0.4, "rf_mcp": 1.1, "rf_pip": 1.3, "rf_dip": 1.5,
+    "th_cmc": 0.9, "th_axl": -0.3, "th_mcp": 1.4, "th_ipl": 1.7,
+}  # fmt: skip

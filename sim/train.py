@@ -196,6 +196,7 @@ def policy_info(core: BatchHandEnv, seed: int) -> dict[str, Any]:
         "observation_spec": core.observation_spec.to_dict(),
         "action_spec": core.action_map.to_dict(),
         "safety_limits": core.safety_limits.as_dict(),
+        "start_pose_rad": core.start_pose_rad.tolist(),
         "commit": current_commit(),
     }
 

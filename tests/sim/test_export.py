@@ -126,7 +126,7 @@ def test_metadata_round_trips(checkpoint_file, tmp_path):
     stored = {prop.key: prop.value for prop in onnx.load(path).metadata_props}
     document = json.loads(stored[POLICY_METADATA_KEY])
     checkpoint = _checkpoint()
-    assert document == {"schema_version": 1, **checkpoint.info}
+    assert document == {"schema_version": 1, "start_pose_rad": None, **checkpoint.info}
     metadata = read_policy_metadata(path)
     assert metadata == metadata_from_checkpoint_info(checkpoint.info)
     assert metadata.training == {"steps": 2048, "wall_time_s": 12.5}

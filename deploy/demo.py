@@ -1,0 +1,201 @@
+"""The main job: the bundled rotate-z policy driving the virtual hand through the full loop, then its scores.
+
+``handrail demo`` starts the virtual hand (a fixed reality seed) on a pseudo-terminal, runs the bundled
+policy through :func:`~handrail.deploy.run.run_deploy` with the safety layer active (object pose: the
+virtual hand's ground truth, labelled as such in the log, until the camera pipeline lands), writes the
+rollout log, and scores the run *from the log*:
+
+- rotation of the cube about the palm normal (unwrapped yaw of the logged pose, in the hand frame), total
+  [rad] and mean angular velocity [rad/s] over the policy's part of the run;
+- drops: the cube leaving the palm (centre more than 5 cm below the palm surface or 10 cm from where it
+  started in the palm plane; once dropped, it stays dropped on a real hand);
+- limit violations in the log: a commanded target outside the soft limits, a commanded step faster than
+  the speed limit, a measured speed beyond the limit plus the monitor's tolerance;
+- safety interventions by kind, and the loop's timing (p50/p99/max tick time, missed deadlines).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from handrail.deploy.loop import LoopConfig
+from handrail.deploy.rollout_reader import RolloutLog, read_rollout_log
+from handrail.deploy.rollout_summary import summarize
+from handrail.deploy.run import run_deploy
+from handrail.errors import HandrailError
+from handrail.robot.profile import HandProfile, load_profile
+from handrail.robot.safety_limits import SafetyLimits
+from handrail.robot.safety_monitor import MonitorConfig
+from handrail.sim import quat
+
+BUNDLED_POLICY = "leap_rotate_z.onnx"
+FELL_BELOW_PALM_M = 0.05
+OFF_PALM_M = 0.1
+LIMIT_TOLERANCE = 1e-9
+
+
+class DemoError(HandrailError):
+    """The demo cannot run (no bundled policy, the virtual hand would not start)."""
+
+
+def bundled_policy_path() -> Path:
+    """The committed rotate-z policy (``deploy/policies/leap_rotate_z.onnx``)."""
+    path = Path(str(resources.files("handrail.deploy").joinpath("policies", BUNDLED_POLICY)))
+    if not path.is_file():
+        raise DemoError(f"the bundled policy {path} is missing — reinstall handrail or pass --policy FILE")
+    return path
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """The demo's scores (see the module docstring); ``as_dict`` is the ``--json`` output."""
+
+    rotation_rad: float
+    mean_angular_velocity_rad_s: float
+    drops: int
+    limit_violations: dict[str, int]
+    safety_interventions: dict[str, int]
+    loop: dict[str, Any]
+    exit_code: int
+    stop_reason: str
+    log_path: str
+    pose_source: str
+    policy_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rotation_rad": self.rotation_rad,
+            "mean_angular_velocity_rad_s": self.mean_angular_velocity_rad_s,
+            "drops": self.drops,
+            "limit_violations": sum(self.limit_violations.values()),
+            "limit_violations_by_kind": self.limit_violations,
+            "safety_interventions": sum(self.safety_interventions.values()),
+            "safety_interventions_by_kind": self.safety_interventions,
+            "loop": self.loop,
+            "exit_code": self.exit_code,
+            "stop_reason": self.stop_reason,
+            "log": self.log_path,
+            "pose_source": self.pose_source,
+            "policy_seconds": self.policy_seconds,
+        }
+
+    def format(self) -> str:
+        loop = self.loop
+        kinds = ", ".join(f"{kind} {count}" for kind, count in self.safety_interventions.items() if count) or "none"
+        violations = ", ".join(f"{kind} {count}" for kind, count in self.limit_violations.items() if count) or "none"
+        tick = loop.get("tick_time_ms") or {}
+        return "\n".join(
+            [
+                f"demo: {self.policy_seconds:.1f} s of policy on the virtual hand (pose: {self.pose_source})",
+                f"  cube rotation about the palm normal: {self.rotation_rad:+.2f} rad "
+                f"({self.rotation_rad / (2 * np.pi):+.2f} turns), mean {self.mean_angular_velocity_rad_s:+.3f} rad/s",
+                f"  drops: {self.drops}",
+                f"  safety interventions: {sum(self.safety_interventions.values())} ({kinds})",
+                f"  limit violations in the log: {sum(self.limit_violations.values())} ({violations})",
+                f"  loop: {loop.get('ticks')} ticks at {loop.get('mean_rate_hz')} Hz, tick p50 {tick.get('p50')} ms, "
+                f"p99 {tick.get('p99')} ms, max {tick.get('max')} ms, missed deadlines {loop.get('missed_deadlines')}",
+                f"  ended: {self.stop_reason} (exit code {self.exit_code})",
+                f"  log: {self.log_path}  (handrail log info {self.log_path})",
+            ]
+        )
+
+
+def cube_rotation(log: RolloutLog) -> tuple[float, float, float]:
+    """(total rotation about the palm normal [rad], mean angular velocity [rad/s], seconds) over the policy ticks."""
+    active = log.policy_active & np.isfinite(log.pose_quat_wxyz).all(axis=1)
+    if np.count_nonzero(active) < 2:
+        return 0.0, 0.0, 0.0
+    yaw = np.unwrap(quat.yaw(log.pose_quat_wxyz[active]))
+    times = log.time_s[active]
+    seconds = float(times[-1] - times[0])
+    rotation = float(yaw[-1] - yaw[0])
+    return rotation, rotation / seconds if seconds > 0 else 0.0, seconds
+
+
+def count_drops(log: RolloutLog) -> int:
+    """How many times the cube left the palm (a drop lasts until the cube is back)."""
+    positions = log.pose_position_m
+    finite = np.isfinite(positions).all(axis=1)
+    if not finite.any():
+        return 0
+    start = positions[np.flatnonzero(finite)[0]]
+    off = (positions[:, 2] < -FELL_BELOW_PALM_M) | (np.linalg.norm(positions[:, :2] - start[:2], axis=1) > OFF_PALM_M)
+    off &= finite
+    return int(np.count_nonzero(off[1:] & ~off[:-1]) + int(off[0]))
+
+
+def limit_violations(log: RolloutLog, profile: HandProfile) -> dict[str, int]:
+    """Ticks (per joint) where the log shows a limit broken (see the module docstring)."""
+    limits = SafetyLimits.from_profile(profile)
+    target = log.target_rad
+    outside = (target < limits.soft_low_rad - LIMIT_TOLERANCE) | (target > limits.soft_high_rad + LIMIT_TOLERANCE)
+    period_s = 1.0 / log.header.control_rate_hz
+    step = np.abs(np.diff(target, axis=0))
+    too_fast = step > limits.max_speed_rad_s * period_s * (1 + 1e-6) + LIMIT_TOLERANCE
+    tolerance = 1.0 + MonitorConfig().speed_tolerance
+    measured_fast = np.abs(log.velocity_rad_s) > limits.max_speed_rad_s * tolerance
+    return {
+        "target_outside_soft_limits": int(np.count_nonzero(outside)),
+        "target_step_over_speed_limit": int(np.count_nonzero(too_fast)),
+        "measured_speed_over_limit": int(np.count_nonzero(measured_fast)),
+    }
+
+
+def summarize_demo(log_path: Path, profile: HandProfile, exit_code: int, stop_reason: str) -> DemoSummary:
+    """Score a demo run from its rollout log."""
+    log = read_rollout_log(log_path)
+    rotation, angular_velocity, seconds = cube_rotation(log)
+    loop = summarize(log)
+    sources = sorted({source for source in log.pose_source if source})
+    return DemoSummary(
+        rotation_rad=rotation,
+        mean_angular_velocity_rad_s=angular_velocity,
+        drops=count_drops(log),
+        limit_violations=limit_violations(log, profile),
+        safety_interventions=loop["safety_interventions"],
+        loop={
+            key: loop[key]
+            for key in ("ticks", "duration_s", "mean_rate_hz", "tick_time_ms", "missed_deadlines", "truncated")
+        },
+        exit_code=exit_code,
+        stop_reason=stop_reason,
+        log_path=str(log_path),
+        pose_source=", ".join(sources) or "none",
+        policy_seconds=seconds,
+    )
+
+
+def run_demo(
+    *,
+    seconds: float = 20.0,
+    reality_seed: int = 0,
+    out_dir: str | Path = "out/demo",
+    policy: str | Path | None = None,
+    profile_path: str | Path | None = None,
+    status_stream: TextIO | None = None,
+) -> DemoSummary:
+    """Run the demo (see the module docstring) and return its summary."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from handrail.deploy.pose_source import GroundTruthPose
+    from handrail.robot.emulator import VirtualHandProcess
+
+    profile = load_profile(profile_path)
+    policy_path = Path(policy) if policy is not None else bundled_policy_path()
+    with VirtualHandProcess(profile_path, reality_seed=reality_seed) as vhand:
+        outcome = run_deploy(
+            policy_path,
+            profile,
+            vhand.port,
+            GroundTruthPose(vhand, profile),
+            config=LoopConfig(seconds=seconds),
+            out_dir=out_dir,
+            extra={"demo": True, "reality_seed": reality_seed},
+            status_stream=status_stream,
+        )
+    return summarize_demo(outcome.log_path, profile, outcome.result.exit_code, outcome.result.stop_reason)

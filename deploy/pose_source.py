@@ -1,0 +1,83 @@
+"""Where the deploy loop gets the object pose: the latest estimate and its age, from any source.
+
+A source has a ``name`` (recorded in the rollout log for every tick) and :meth:`PoseSource.latest`, which
+returns the newest :class:`~handrail.sim.observation.ObjectPoseEstimate` in the hand (palm) frame or None.
+The loop never waits for a pose: a stale or missing one is the observation builder's business.
+
+- :class:`GroundTruthPose`: the virtual hand's simulator state over its control socket — only for the
+  virtual hand, and labelled ``ground_truth`` so that no log can pass it off as a camera.
+- The camera pipeline (issue 7) plugs in with the same interface.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import mujoco
+import numpy as np
+
+from handrail.robot.emulator import VirtualHandProcess
+from handrail.robot.profile import HandProfile
+from handrail.sim import quat
+from handrail.sim.model import build_scene_for_profile
+from handrail.sim.observation import ObjectPoseEstimate
+
+GROUND_TRUTH = "ground_truth"
+
+
+class PoseSource(Protocol):
+    """The object pose for the control loop."""
+
+    name: str
+
+    def latest(self) -> ObjectPoseEstimate | None:
+        """The newest estimate in the hand frame, with its age; None when there is none yet."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def palm_pose_in_world(profile: HandProfile) -> tuple[np.ndarray, np.ndarray]:
+    """The palm's fixed position [m] and orientation (wxyz) in the scene's world frame."""
+    model = build_scene_for_profile(profile)
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    palm = model.body("palm").id
+    return data.xpos[palm].copy(), data.xquat[palm].copy()
+
+
+class GroundTruthPose:
+    """The cube pose the virtual hand's simulator holds, converted to the hand frame. Virtual hand only."""
+
+    name = GROUND_TRUTH
+
+    def __init__(self, vhand: VirtualHandProcess, profile: HandProfile):
+        self._vhand = vhand
+        self._palm_position, palm_quat = palm_pose_in_world(profile)
+        self._palm_inverse = quat.conjugate(palm_quat)
+
+    def latest(self) -> ObjectPoseEstimate | None:
+        asked_s = time.monotonic()
+        truth = self._vhand.ground_truth()
+        position = np.asarray(truth["object_position_m"], dtype=np.float64)
+        orientation = np.asarray(truth["object_quat_wxyz"], dtype=np.float64)
+        in_hand = quat.rotate(self._palm_inverse, position - self._palm_position)
+        return ObjectPoseEstimate(
+            in_hand, quat.multiply(self._palm_inverse, orientation), time.monotonic() - asked_s, self.name
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class NoPose:
+    """No object pose at all (no camera yet): the observation's pose fields stay invalid."""
+
+    name = "none"
+
+    def latest(self) -> ObjectPoseEstimate | None:
+        return None
+
+    def close(self) -> None:
+        pass

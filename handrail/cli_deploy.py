@@ -1,0 +1,88 @@
+"""``handrail deploy`` and ``handrail demo``: a policy file on the hand (or the virtual hand), logged."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from handrail.deploy.demo import summarize_demo
+    from handrail.deploy.loop import LoopConfig
+    from handrail.deploy.run import run_deploy
+    from handrail.robot.profile import load_profile
+
+    profile = load_profile(args.profile, calibration=args.calibration)
+    config = LoopConfig(seconds=args.seconds)
+    if args.port is not None:
+        from handrail.deploy.pose_source import NoPose
+
+        outcome = run_deploy(
+            args.policy,
+            profile,
+            args.port,
+            NoPose(),
+            config=config,
+            out_dir=Path(args.out),
+            speed_scale=args.speed_scale,
+        )
+    else:
+        from handrail.deploy.pose_source import GroundTruthPose
+        from handrail.robot.emulator import VirtualHandProcess
+
+        print(f"no --port: deploying on a virtual hand (reality seed {args.reality_seed}, pose: ground truth)")
+        with VirtualHandProcess(args.profile, reality_seed=args.reality_seed) as vhand:
+            outcome = run_deploy(
+                args.policy,
+                profile,
+                vhand.port,
+                GroundTruthPose(vhand, profile),
+                config=config,
+                out_dir=Path(args.out),
+                speed_scale=args.speed_scale,
+                extra={"reality_seed": args.reality_seed},
+            )
+    summary = summarize_demo(outcome.log_path, profile, outcome.result.exit_code, outcome.result.stop_reason)
+    print(summary.format())
+    return outcome.result.exit_code
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from handrail.deploy.demo import run_demo
+
+    summary = run_demo(seconds=args.seconds, reality_seed=args.reality_seed, out_dir=Path(args.out), policy=args.policy)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print(summary.format())
+    return summary.exit_code
+
+
+def add_deploy_commands(commands: Any) -> None:
+    """Register ``deploy`` and ``demo`` on the CLI's subparsers."""
+    deploy = commands.add_parser(
+        "deploy", help="run an ONNX policy on the hand at a fixed rate behind the safety layer, logged to MCAP"
+    )
+    deploy.add_argument("--policy", required=True, help="the policy file (.onnx, with handrail metadata)")
+    deploy.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")
+    deploy.add_argument("--calibration", default=None, help="joints calibration overlay TOML")
+    deploy.add_argument("--port", default=None, help="serial port of the hand (default: start a virtual hand)")
+    deploy.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    deploy.add_argument("--out", default="out", help="folder for the rollout log (default out/)")
+    deploy.add_argument("--speed-scale", type=float, default=1.0, help="tighten every speed limit, in (0, 1]")
+    deploy.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand")
+    deploy.set_defaults(handler=_cmd_deploy)
+
+    demo = commands.add_parser(
+        "demo", help="the main job: the bundled policy turns the cube on the virtual hand; prints the scores"
+    )
+    demo.add_argument("--seconds", type=float, default=20.0, help="policy run time [s] (default 20)")
+    demo.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand (default 0)")
+    demo.add_argument("--out", default="out/demo", help="folder for the rollout log (default out/demo)")
+    demo.add_argument("--policy", default=None, help="another policy file (default: the bundled one)")
+    demo.add_argument("--json", action="store_true", help="machine-readable summary")
+    demo.set_defaults(handler=_cmd_demo)
