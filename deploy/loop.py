@@ -168,9 +168,11 @@ class ControlLoop:
         except KeyboardInterrupt:
             self._operator_stop("operator stop (Ctrl-C or SIGTERM)")
         except SafetyFault as fault:
-            self._fault(str(fault), kind=fault.record.fault.kind, action=fault.record.action)
+            self._fault(str(fault), fault_kind=fault.record.fault.kind, action=fault.record.action)
         except (PolicyOutputError, ObservationInputError) as error:
-            self._fault(str(error), kind="policy_output" if isinstance(error, PolicyOutputError) else "bad_reading")
+            self._fault(
+                str(error), fault_kind="policy_output" if isinstance(error, PolicyOutputError) else "bad_reading"
+            )
             with contextlib.suppress(Exception):
                 self.robot.stop(f"stopped: {error}")
         finally:

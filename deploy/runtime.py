@@ -60,7 +60,7 @@ class PolicyRuntime:
         self._session = ort.InferenceSession(str(self.path), session_options(), providers=["CPUExecutionProvider"])
         self._input = np.zeros((1, self.n_obs), dtype=np.float32)
         self._feed = {"obs": self._input}
-        self.act(np.zeros(self.n_obs, dtype=np.float32))  # the first run allocates; keep it out of the loop
+        self._session.run(["action"], self._feed)  # the first run allocates; keep it out of the loop
 
     @property
     def task(self) -> str:
