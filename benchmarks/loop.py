@@ -1,0 +1,132 @@
+"""Host-side timing of the deploy loop on the virtual hand, at 30 Hz and at 100 Hz.
+
+    python benchmarks/loop.py [--seconds 300] [--rates 30 100] [--policy FILE]
+
+For each rate: a copy of the bundled profile at that control rate, a virtual hand (`handrail emulate`) on a
+pty, and a policy for that profile (default: an untrained MLP of the training architecture, 256x256 ELU,
+with small outputs so that the hand moves gently instead of stalling against the palm), run through
+``run_deploy`` with the ground-truth pose source and the rollout log. Prints per rate: p50/p99/max of the
+host-side tick time (read -> write, the bus round trip included), each phase's p99, the schedule jitter
+(tick start minus its slot), missed deadlines, and the tick time's ratio to the period (the budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from handrail.deploy.loop import LoopConfig
+from handrail.deploy.pose_source import GroundTruthPose
+from handrail.deploy.rollout_reader import read_rollout_log
+from handrail.deploy.run import run_deploy
+from handrail.robot.emulator import VirtualHandProcess
+from handrail.robot.profile import HandProfile, default_profile_path, load_profile
+
+
+def profile_at_rate(rate_hz: float, folder: Path) -> Path:
+    """The bundled profile with another control rate, written to ``folder``."""
+    source = default_profile_path()
+    text = source.read_text()
+    lines = [
+        f"control_rate_hz = {rate_hz:g}" if line.startswith("control_rate_hz") else line for line in text.splitlines()
+    ]
+    text = "\n".join(lines).replace('mjcf = "', f'mjcf = "{source.parent}/')
+    path = folder / f"leap_{rate_hz:g}hz.toml"
+    path.write_text(text + "\n")
+    return path
+
+
+def gentle_policy(profile: HandProfile, folder: Path) -> Path:
+    """An untrained policy file for ``profile`` (training architecture, outputs scaled down)."""
+    from handrail.robot.safety_limits import SafetyLimits
+    from handrail.sim.actions import ActionMap
+    from handrail.sim.checkpoint import Checkpoint, save_checkpoint
+    from handrail.sim.export import export_policy
+    from handrail.sim.observation import default_spec
+
+    limits = SafetyLimits.from_profile(profile)
+    action_map = ActionMap.relative(profile.joint_names, limits, profile.control_period_s)
+    spec = default_spec(len(profile.joints), 1, 3)
+    rng = np.random.default_rng(0)
+    widths = (spec.n_obs, 256, 256, len(profile.joints))
+    weights = [
+        rng.normal(0, n_in**-0.5, (n_out, n_in)).astype(np.float32) for n_in, n_out in itertools.pairwise(widths)
+    ]
+    weights[-1] *= 0.02
+    biases = [np.zeros(n_out, dtype=np.float32) for n_out in widths[1:]]
+    info = {
+        "task": "rotate-z",
+        "seed": 0,
+        "dr": True,
+        "history": 1,
+        "max_pose_age_s": 0.1,
+        "control_rate_hz": profile.control_rate_hz,
+        "profile_name": profile.name,
+        "profile_fingerprint": profile.fingerprint(),
+        "observation_spec": spec.to_dict(),
+        "action_spec": action_map.to_dict(),
+        "safety_limits": limits.as_dict(),
+        "commit": "benchmark",
+    }
+    checkpoint = Checkpoint(weights, biases, "elu", np.zeros(spec.n_obs), np.ones(spec.n_obs), 1e-8, 10.0, info)
+    path = save_checkpoint(checkpoint, folder / f"gentle_{profile.control_rate_hz:g}.pt")
+    return export_policy(path, folder / f"gentle_{profile.control_rate_hz:g}.onnx", parity_samples=100).path
+
+
+def measure(rate_hz: float, seconds: float, folder: Path, policy: Path | None) -> dict[str, float]:
+    profile_path = profile_at_rate(rate_hz, folder)
+    profile = load_profile(profile_path)
+    policy_path = policy if policy is not None else gentle_policy(profile, folder)
+    with VirtualHandProcess(profile_path, reality_seed=0) as vhand:
+        outcome = run_deploy(
+            policy_path,
+            profile,
+            vhand.port,
+            GroundTruthPose(vhand, profile),
+            config=LoopConfig(seconds=seconds, status_interval_s=0),
+            log_path=folder / f"loop_{rate_hz:g}hz.mcap",
+            status_stream=sys.stderr,
+        )
+    result = outcome.result
+    stats = result.latency_stats()
+    log = read_rollout_log(outcome.log_path)
+    stats["phase_p99_ms"] = {
+        phase: float(np.nanpercentile(values, 99)) for phase, values in log.latency_ms.items() if phase != "total"
+    }
+    stats["exit_code"] = result.exit_code
+    stats["stop_reason"] = result.stop_reason
+    return stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300.0, help="run time per rate [s] (default 300)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 100.0], help="control rates [Hz]")
+    parser.add_argument("--policy", type=Path, default=None, help="a policy file (its rate must match every rate)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        results = {rate: measure(rate, args.seconds, Path(folder), args.policy) for rate in args.rates}
+    print(f"deploy loop on the virtual hand, {args.seconds:g} s per rate, {os.cpu_count()} CPUs")
+    header = f"{'rate':>6} {'ticks':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'jitter p99':>11} {'missed':>7}"
+    print(header + f" {'p99/period':>11}")
+    for rate, stats in results.items():
+        print(
+            f"{rate:6g} {stats['ticks']:7d} {stats['tick_p50_ms']:8.3f} {stats['tick_p99_ms']:8.3f} "
+            f"{stats['tick_max_ms']:8.3f} {stats['jitter_p99_ms']:11.3f} {stats['missed_deadlines']:7d} "
+            f"{stats['tick_p99_ms'] * rate / 1000:11.2f}"
+        )
+    for rate, stats in results.items():
+        phases = "  ".join(f"{phase} {value:.3f}" for phase, value in stats["phase_p99_ms"].items())
+        print(f"{rate:6g} Hz phase p99 [ms]: {phases}  (ended: {stats['stop_reason']})")
+
+
+if __name__ == "__main__":
+    main()
