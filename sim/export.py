@@ -17,6 +17,7 @@ Exporter: torch's TorchScript-based exporter (``dynamo=False``). The torch.expor
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -218,6 +219,20 @@ def _export_graph(module: PolicyModule, n_obs: int) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
+def _run_facts(checkpoint_path: Path) -> dict[str, Any]:
+    """The training facts of the run a checkpoint file belongs to (``run.json`` of its run folder), if any."""
+    folder = checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent
+    for candidate in (folder / "run.json", folder.parent / "run.json"):
+        if candidate.is_file():
+            try:
+                record = json.loads(candidate.read_text())
+            except ValueError:
+                return {}
+            keys = ("command", "wall_s", "steps_per_s", "hyperparameters", "cpu_count")
+            return {key: record[key] for key in keys if key in record}
+    return {}
+
+
 def export_policy(
     checkpoint: Checkpoint | str | Path, out_path: str | Path, *, parity_samples: int = 1000, seed: int = 0
 ) -> ExportReport:
@@ -230,9 +245,14 @@ def export_policy(
     if not (isinstance(parity_samples, int) and parity_samples >= 1):
         raise ExportError(f"parity_samples = {parity_samples!r} must be a positive integer")
     source = f"checkpoint {checkpoint}" if not isinstance(checkpoint, Checkpoint) else "checkpoint info"
+    run_facts: dict[str, Any] = {}
     if not isinstance(checkpoint, Checkpoint):
+        run_facts = _run_facts(Path(checkpoint))
         checkpoint = load_checkpoint(checkpoint)
-    metadata = metadata_from_checkpoint_info(checkpoint.info, source)
+    info = dict(checkpoint.info)
+    if run_facts and "training" not in info:
+        info["training"] = {**run_facts, "steps": checkpoint.num_timesteps}
+    metadata = metadata_from_checkpoint_info(info, source)
     if (metadata.n_obs, metadata.n_act) != (checkpoint.n_obs, checkpoint.n_act):
         raise ExportError(
             f"{source}: the specs say n_obs {metadata.n_obs}, n_act {metadata.n_act} but the actor takes "
