@@ -13,7 +13,6 @@ host-side tick time (read -> write, the bus round trip included), each phase's p
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 import tempfile
@@ -46,37 +45,10 @@ def profile_at_rate(rate_hz: float, folder: Path) -> Path:
 
 def gentle_policy(profile: HandProfile, folder: Path) -> Path:
     """An untrained policy file for ``profile`` (training architecture, outputs scaled down)."""
-    from handrail.robot.safety_limits import SafetyLimits
-    from handrail.sim.actions import ActionMap
-    from handrail.sim.checkpoint import Checkpoint, save_checkpoint
+    from handrail.sim.checkpoint import save_checkpoint, untrained_checkpoint
     from handrail.sim.export import export_policy
-    from handrail.sim.observation import default_spec
 
-    limits = SafetyLimits.from_profile(profile)
-    action_map = ActionMap.relative(profile.joint_names, limits, profile.control_period_s)
-    spec = default_spec(len(profile.joints), 1, 3)
-    rng = np.random.default_rng(0)
-    widths = (spec.n_obs, 256, 256, len(profile.joints))
-    weights = [
-        rng.normal(0, n_in**-0.5, (n_out, n_in)).astype(np.float32) for n_in, n_out in itertools.pairwise(widths)
-    ]
-    weights[-1] *= 0.02
-    biases = [np.zeros(n_out, dtype=np.float32) for n_out in widths[1:]]
-    info = {
-        "task": "rotate-z",
-        "seed": 0,
-        "dr": True,
-        "history": 1,
-        "max_pose_age_s": 0.1,
-        "control_rate_hz": profile.control_rate_hz,
-        "profile_name": profile.name,
-        "profile_fingerprint": profile.fingerprint(),
-        "observation_spec": spec.to_dict(),
-        "action_spec": action_map.to_dict(),
-        "safety_limits": limits.as_dict(),
-        "commit": "benchmark",
-    }
-    checkpoint = Checkpoint(weights, biases, "elu", np.zeros(spec.n_obs), np.ones(spec.n_obs), 1e-8, 10.0, info)
+    checkpoint = untrained_checkpoint(profile, hidden=(256, 256), output_scale=0.02, normalizer=False)
     path = save_checkpoint(checkpoint, folder / f"gentle_{profile.control_rate_hz:g}.pt")
     return export_policy(path, folder / f"gentle_{profile.control_rate_hz:g}.onnx", parity_samples=100).path
 

@@ -23,13 +23,17 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from handrail.errors import HandrailError
+
+if TYPE_CHECKING:
+    from handrail.robot.profile import HandProfile
 
 CHECKPOINT_FORMAT = "handrail-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -194,3 +198,54 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise CheckpointError(f"{path} is a damaged handrail checkpoint: {type(error).__name__}: {error}") from error
+
+
+def untrained_checkpoint(
+    profile: HandProfile,
+    *,
+    hidden: tuple[int, ...] = (64, 64),
+    activation: str = "elu",
+    history: int = 1,
+    seed: int = 0,
+    output_scale: float = 1.0,
+    normalizer: bool = True,
+    training: dict[str, Any] | None = None,
+) -> Checkpoint:
+    """A rotate-z checkpoint with random weights for ``profile``, its info as ``handrail train`` writes it.
+
+    For tests and benchmarks of export and deployment without training. ``output_scale`` shrinks the last
+    layer (a gentle policy that moves the hand little); ``normalizer`` gives a mean and variance far from
+    the identity (so that a graph without normalization shows), else zeros and ones.
+    """
+    from handrail.robot.safety_limits import SafetyLimits
+    from handrail.sim.actions import ActionMap
+    from handrail.sim.observation import ROTATE_Z_TASK_SIZE, default_spec
+
+    limits = SafetyLimits.from_profile(profile)
+    action_map = ActionMap.relative(profile.joint_names, limits, profile.control_period_s)
+    spec = default_spec(len(profile.joints), history, ROTATE_Z_TASK_SIZE)
+    rng = np.random.default_rng(seed)
+    widths = (spec.n_obs, *hidden, action_map.n_joints)
+    weights = [rng.normal(0, n_in**-0.5, (n_out, n_in)).astype(np.float32) for n_in, n_out in pairwise(widths)]
+    weights[-1] *= output_scale
+    biases = [rng.normal(0, 0.1, n_out).astype(np.float32) for n_out in widths[1:]]
+    biases[-1] *= output_scale
+    info = {
+        "task": "rotate-z",
+        "seed": seed,
+        "dr": True,
+        "history": history,
+        "max_pose_age_s": 0.1,
+        "control_rate_hz": profile.control_rate_hz,
+        "profile_name": profile.name,
+        "profile_fingerprint": profile.fingerprint(),
+        "observation_spec": spec.to_dict(),
+        "action_spec": action_map.to_dict(),
+        "safety_limits": limits.as_dict(),
+        "commit": "untrained",
+    }
+    if training is not None:
+        info["training"] = training
+    mean = rng.normal(0.0, 2.0, spec.n_obs) if normalizer else np.zeros(spec.n_obs)
+    var = rng.uniform(0.1, 4.0, spec.n_obs) if normalizer else np.ones(spec.n_obs)
+    return Checkpoint(weights, biases, activation, mean, var, 1e-8, 5.0 if normalizer else 10.0, info)

@@ -64,7 +64,7 @@ def test_policy_info_prints_the_facts(handrail_cli, policy_file, profile, capsys
         "n_obs 44",
         "n_act 16",
         "30 Hz",
-        "0123abc",
+        "untrained",
         "steps 2048",
         "obs [batch, 44] tensor(float)",
         "action [batch, 16] tensor(float)",
