@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from handrail import __version__
+from handrail.cli_calibrate import add_calibrate_commands
 from handrail.cli_deploy import add_deploy_commands
 from handrail.cli_log import add_log_commands
 from handrail.cli_policy import add_policy_commands
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(commands)
     add_log_commands(commands)
     add_deploy_commands(commands)
+    add_calibrate_commands(commands)
     return parser
 
 

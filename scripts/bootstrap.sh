@@ -61,7 +61,7 @@ case "$job" in
         .venv/bin/handrail check --seconds 3
         ;;
     test)
-        .venv/bin/python -m pip install -q -e ".[train,dev]"
+        .venv/bin/python -m pip install -q -e ".[train,dev,calibrate]"
         .venv/bin/ruff check .
         .venv/bin/ruff format --check .
         # pytest exits 5 when it collects no tests: that is a failure here, never a silent pass.
