@@ -18,6 +18,7 @@ from handrail.cli_deploy import add_deploy_commands
 from handrail.cli_log import add_log_commands
 from handrail.cli_policy import add_policy_commands
 from handrail.cli_train import add_training_commands
+from handrail.cli_vision import add_vision_commands
 from handrail.errors import HandrailError
 
 
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_commands(commands)
     add_deploy_commands(commands)
     add_calibrate_commands(commands)
+    add_vision_commands(commands)
     return parser
 
 
