@@ -104,8 +104,8 @@ class RotateZConfig:
     episode_steps: int = 600  # 20 s at 30 Hz
     angular_velocity_clip_rad_s: float = 1.0  # faster spinning earns no more
     rotation_weight: float = 1.0  # per rad/s about the palm normal
-    position_weight: float = 20.0  # per m the cube strays from where it lay at reset
-    drop_weight: float = 50.0  # once, on the step the cube falls (about the discounted value of spinning on)
+    position_weight: float = 5.0  # per m the cube strays from where it lay at reset
+    drop_weight: float = 25.0  # once, on the step the cube falls
     action_weight: float = 0.01  # per unit of ||action||^2
     # Shaping: per m of mean fingertip-to-cube-centre distance, so that exploration finds the cube.
     fingertip_distance_weight: float = 2.0
