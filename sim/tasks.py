@@ -104,8 +104,11 @@ class RotateZConfig:
     episode_steps: int = 600  # 20 s at 30 Hz
     angular_velocity_clip_rad_s: float = 1.0  # faster spinning earns no more
     rotation_weight: float = 1.0  # per rad/s about the palm normal
+    # Spinning earns nothing once the cube is this far from where it lay (the reward fades linearly to it),
+    # so flicking the cube away while it spins does not pay.
+    rotation_fade_m: float = 0.04
     position_weight: float = 5.0  # per m the cube strays from where it lay at reset
-    drop_weight: float = 25.0  # once, on the step the cube falls
+    drop_weight: float = 10.0  # once, on the step the cube falls
     action_weight: float = 0.01  # per unit of ||action||^2
     # Shaping: per m of mean fingertip-to-cube-centre distance, so that exploration finds the cube.
     fingertip_distance_weight: float = 2.0
@@ -172,7 +175,9 @@ class RotateZTask:
         )
         clip = config.angular_velocity_clip_rad_s
         terms = {
-            "rotation": config.rotation_weight * np.clip(spin_rad_s, -clip, clip),
+            "rotation": config.rotation_weight
+            * np.clip(spin_rad_s, -clip, clip)
+            * np.clip(1.0 - np.linalg.norm(offset_m, axis=1) / config.rotation_fade_m, 0.0, 1.0),
             "position": -config.position_weight * np.linalg.norm(offset_m, axis=1),
             "drop": -config.drop_weight * dropped,
             "action": -config.action_weight * _squared_norm(state.action),
