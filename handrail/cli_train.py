@@ -13,7 +13,7 @@ TASK_CHOICES = ("rotate-z", "pose")
 
 def _cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from handrail.sim.train import RunConfig, hyperparameters_for, train
+    from handrail.sim.train import RunConfig, hyperparameters_for, parse_task_overrides, train
 
     config = RunConfig(
         task=args.task,
@@ -27,6 +27,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         nthread=args.threads,
         progress=not args.no_progress,
         episode_steps=args.episode_steps,
+        task_overrides=parse_task_overrides(args.task_set),
         hyper=hyperparameters_for(args.task, args.envs, args.set),
     )
     latest = train(config)
@@ -74,6 +75,13 @@ def add_training_commands(commands: Any) -> None:
     train.add_argument("--checkpoint-minutes", type=float, default=10.0, help="checkpoint interval [min]")
     train.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="override a PPO setting, e.g. n_epochs=10"
+    )
+    train.add_argument(
+        "--task-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a task setting, e.g. drop_weight=25 (with --resume: a curriculum step)",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_cmd_train)

@@ -104,9 +104,9 @@ class RotateZConfig:
     episode_steps: int = 600  # 20 s at 30 Hz
     angular_velocity_clip_rad_s: float = 1.0  # faster spinning earns no more
     rotation_weight: float = 1.0  # per rad/s about the palm normal
-    # Spinning earns nothing once the cube is this far from where it lay (the reward fades linearly to it),
-    # so flicking the cube away while it spins does not pay.
-    rotation_fade_m: float = 0.04
+    # When > 0: spinning earns nothing once the cube is this far from where it lay (the reward fades linearly
+    # to it), so flicking the cube away while it spins does not pay. 0: no fading.
+    rotation_fade_m: float = 0.0
     position_weight: float = 5.0  # per m the cube strays from where it lay at reset
     drop_weight: float = 10.0  # once, on the step the cube falls
     action_weight: float = 0.01  # per unit of ||action||^2
@@ -166,6 +166,12 @@ class RotateZTask:
     def reset(self, hands: NDArray[np.intp], rng: np.random.Generator, limits: SafetyLimits) -> NDArray[np.float64]:
         return np.tile(np.array(PALM_NORMAL), (len(hands), 1))
 
+    def _fade(self, offset_m: NDArray[np.float64]) -> NDArray[np.float64] | float:
+        fade_m = self.config.rotation_fade_m
+        if fade_m <= 0:
+            return 1.0
+        return np.clip(1.0 - np.linalg.norm(offset_m, axis=1) / fade_m, 0.0, 1.0)
+
     def step(self, state: TaskState) -> TaskStep:
         config = self.config
         spin_rad_s = state.cube_angular_velocity_rad_s[:, 2]
@@ -175,9 +181,7 @@ class RotateZTask:
         )
         clip = config.angular_velocity_clip_rad_s
         terms = {
-            "rotation": config.rotation_weight
-            * np.clip(spin_rad_s, -clip, clip)
-            * np.clip(1.0 - np.linalg.norm(offset_m, axis=1) / config.rotation_fade_m, 0.0, 1.0),
+            "rotation": config.rotation_weight * np.clip(spin_rad_s, -clip, clip) * self._fade(offset_m),
             "position": -config.position_weight * np.linalg.norm(offset_m, axis=1),
             "drop": -config.drop_weight * dropped,
             "action": -config.action_weight * _squared_norm(state.action),

@@ -24,8 +24,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,9 @@ class RunConfig:
     nthread: int = 0
     progress: bool = True
     episode_steps: int | None = None  # shorter (or longer) episodes than the task's default
+    # Task settings other than the defaults, e.g. {"drop_weight": 25.0}; a resumed run keeps its own unless
+    # new ones are given (a curriculum: train, then resume with a stricter task).
+    task_overrides: dict[str, float] = field(default_factory=dict)
     hyper: Hyperparameters = field(default_factory=Hyperparameters)
 
 
@@ -211,7 +215,12 @@ def _actor_layers(model: PPO) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def make_checkpoint(
-    model: PPO, normalizer: VecNormalize, hyper: Hyperparameters, info: dict[str, Any], episode_steps: int | None = None
+    model: PPO,
+    normalizer: VecNormalize,
+    hyper: Hyperparameters,
+    info: dict[str, Any],
+    episode_steps: int | None = None,
+    task_overrides: dict[str, float] | None = None,
 ) -> Checkpoint:
     """Everything export and resume need, from a live PPO model and its normalizer."""
     weights, biases = _actor_layers(model)
@@ -225,6 +234,7 @@ def make_checkpoint(
         "ret_count": float(ret_rms.count),
         "hyperparameters_json": json.dumps(asdict(hyper)),
         "episode_steps_json": json.dumps(episode_steps),
+        "task_overrides_json": json.dumps(task_overrides or {}),
     }
     return Checkpoint(
         actor_weights=weights,
@@ -316,6 +326,8 @@ class Trainer:
             config.hyper = Hyperparameters.from_dict(json.loads(resumed.trainer_state["hyperparameters_json"]))
             config.task, config.seed, config.dr = resumed.info["task"], resumed.info["seed"], resumed.info["dr"]
             config.episode_steps = json.loads(resumed.trainer_state.get("episode_steps_json", "null"))
+            if not config.task_overrides:
+                config.task_overrides = json.loads(resumed.trainer_state.get("task_overrides_json", "{}"))
         hyper = config.hyper
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
@@ -326,7 +338,7 @@ class Trainer:
             history=hyper.history,
             seed=config.seed,
             nthread=config.nthread,
-            task_config=task_config_for(config.task, config.episode_steps),
+            task_config=task_config_for(config.task, config.episode_steps, config.task_overrides),
         )
         self.info = policy_info(self.core, config.seed)
         venv = HandVecEnv(self.core)
@@ -386,7 +398,9 @@ class Trainer:
     def save(self) -> Path:
         """Write ``checkpoints/step_<N>.pt``, ``latest.pt`` and ``run.json``; returns latest.pt's path."""
         config = self.config
-        checkpoint = make_checkpoint(self.model, self.normalizer, config.hyper, self.info, config.episode_steps)
+        checkpoint = make_checkpoint(
+            self.model, self.normalizer, config.hyper, self.info, config.episode_steps, config.task_overrides
+        )
         out = self.config.out
         save_checkpoint(checkpoint, out / "checkpoints" / f"step_{self.model.num_timesteps:010d}.pt")
         latest = save_checkpoint(checkpoint, out / "latest.pt")
@@ -433,13 +447,37 @@ def train(config: RunConfig) -> Path:
     return Trainer(config).run()
 
 
-def task_config_for(task: str, episode_steps: int | None) -> PoseConfig | RotateZConfig | None:
-    """The task's default configuration with another episode length, or None to keep the defaults."""
-    if episode_steps is None:
+def task_config_for(
+    task: str, episode_steps: int | None, overrides: Mapping[str, float] | None = None
+) -> PoseConfig | RotateZConfig | None:
+    """The task's configuration with another episode length and settings, or None to keep the defaults."""
+    values: dict[str, Any] = dict(overrides or {})
+    if episode_steps is not None:
+        if episode_steps < 1:
+            raise TrainError(f"--episode-steps {episode_steps} must be at least 1")
+        values["episode_steps"] = episode_steps
+    if not values:
         return None
-    if episode_steps < 1:
-        raise TrainError(f"--episode-steps {episode_steps} must be at least 1")
-    return PoseConfig(episode_steps=episode_steps) if task == POSE else RotateZConfig(episode_steps=episode_steps)
+    config_type = PoseConfig if task == POSE else RotateZConfig
+    known = {f.name for f in dataclass_fields(config_type)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TrainError(
+            f"--task-set {', '.join(unknown)}: not a setting of task {task!r}; valid: {', '.join(sorted(known))}"
+        )
+    return config_type(**values)
+
+
+def parse_task_overrides(items: Sequence[str]) -> dict[str, float]:
+    """``NAME=VALUE`` items of ``--task-set`` as a dict of numbers."""
+    overrides: dict[str, float] = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        try:
+            overrides[name] = float(text)
+        except ValueError as error:
+            raise TrainError(f"--task-set {item!r}: give NAME=NUMBER, e.g. drop_weight=25") from error
+    return overrides
 
 
 def hyperparameters_for(task: str, n_envs: int | None = None, overrides: Sequence[str] = ()) -> Hyperparameters:
