@@ -1,5 +1,5 @@
 """The calibration commands of the ``handrail`` CLI: ``calibrate board``, ``calibrate camera``,
-``calibrate extrinsics``.
+``calibrate extrinsics``, ``calibrate joints``, ``calibrate dynamics``, and ``compare``.
 
 :func:`add_calibrate_commands` registers them on the CLI's top-level subparsers. Each handler parses, calls
 one library function in :mod:`handrail.calibration` and prints; errors are
@@ -115,8 +115,117 @@ def _cmd_calibrate_extrinsics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _virtual_hand_or_port(args: argparse.Namespace):
+    """A context manager giving the port: the one named, or a virtual hand started for this run."""
+    import contextlib
+
+    if not args.virtual:
+        return contextlib.nullcontext(args.port)
+    from handrail.robot.emulator import VirtualHandProcess
+
+    reality_out = Path(args.reality_out) if args.reality_out else None
+
+    @contextlib.contextmanager
+    def virtual_port():
+        with VirtualHandProcess(args.profile, reality_seed=args.reality_seed, reality_out=reality_out) as vhand:
+            print(f"virtual hand (reality seed {args.reality_seed}) on {vhand.port}")
+            if reality_out is not None:
+                print(f"its hidden reality: {reality_out}")
+            yield vhand.port
+
+    return virtual_port()
+
+
+def _cmd_calibrate_joints(args: argparse.Namespace) -> int:
+    from handrail.calibration.files import atomic_write_text
+    from handrail.calibration.joints import JointCalibrationConfig, calibrate_joints
+    from handrail.calibration.joints_file import write_joints_calibration
+    from handrail.robot.profile import load_profile
+
+    profile = load_profile(args.profile)
+    config = JointCalibrationConfig(speed_scale=args.speed_scale, current_limit_ma=args.current_ma)
+    joints = tuple(name.strip() for name in args.joints.split(",")) if args.joints else None
+    print(
+        f"calibrating the joints of {profile.name!r} against their mechanical stops at {config.current_limit_ma:g} mA "
+        f"and {config.speed_scale:.0%} speed — keep the hand free of objects and fingers"
+    )
+    with _virtual_hand_or_port(args) as port:
+        result = calibrate_joints(
+            profile, port, config=config, joints=joints, on_phase=lambda phase: print(f"  phase {phase.name}")
+        )
+    print(result.format())
+    for joint in result.wrong_directions:
+        print(
+            f"WARNING: {joint.joint}: the profile's direction {joint.profile_direction:+d} is wrong (measured "
+            f"{joint.direction:+d}); the overlay carries the measured sign — check the servo's mounting and fix the "
+            "profile"
+        )
+    print(f"wrote {write_joints_calibration(Path(args.out), result.to_file())}")
+    if args.report:
+        print(f"wrote {atomic_write_text(Path(args.report), result.to_json())}")
+    return 0
+
+
+def _cmd_calibrate_dynamics(args: argparse.Namespace) -> int:
+    from handrail.calibration.compare import compare_rollout
+    from handrail.calibration.dynamics import DynamicsFitConfig, calibrate_dynamics
+    from handrail.calibration.dynamics_file import write_dynamics_calibration
+    from handrail.calibration.excitation import ExcitationConfig
+    from handrail.robot.profile import load_profile
+
+    profile = load_profile(args.profile, calibration=args.calibration)
+    out = Path(args.out)
+    log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.stem}_excitation"
+    excitation = ExcitationConfig(duration_s=args.duration_s, seed=args.seed)
+    fit_config = DynamicsFitConfig(grouping=args.groups, max_iterations=args.iterations)
+    print(
+        f"exciting {profile.name!r}: {args.repeats} x {args.duration_s:g} s of chirps and steps around home, through "
+        "the safety layer"
+    )
+    with _virtual_hand_or_port(args) as port:
+        fit, logs = calibrate_dynamics(
+            profile,
+            port,
+            log_dir,
+            excitation=excitation,
+            repeats=args.repeats,
+            speed_scale=args.speed_scale,
+            fit_config=fit_config,
+            on_log=lambda path: print(f"  logged {path}"),
+        )
+    print(fit.format(profile.joint_names))
+    print(f"wrote {write_dynamics_calibration(out, fit.calibration)}")
+    if args.report:
+        report = compare_rollout(logs[0], dynamics=fit.calibration, profile=profile)
+        print(f"wrote {report.write(Path(args.report))}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from handrail.calibration.compare import compare_rollout
+    from handrail.calibration.dynamics_file import read_dynamics_calibration
+    from handrail.robot.profile import load_profile
+
+    profile = load_profile(args.profile, calibration=args.calibration) if args.profile or args.calibration else None
+    dynamics = read_dynamics_calibration(Path(args.dynamics)) if args.dynamics else None
+    report = compare_rollout(Path(args.log), dynamics=dynamics, profile=profile)
+    print(report.format())
+    out = Path(args.out) if args.out else Path(args.log).with_suffix("").with_name(Path(args.log).stem + "_compare")
+    print(f"wrote {report.write(out)}")
+    return 0
+
+
+def _add_hand_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=None, help="hand profile TOML (default: the bundled LEAP hand)")
+    hand = parser.add_mutually_exclusive_group(required=True)
+    hand.add_argument("--port", metavar="DEV", help="serial port of the hand, e.g. /dev/ttyUSB0")
+    hand.add_argument("--virtual", action="store_true", help="start a virtual hand for this run")
+    parser.add_argument("--reality-seed", type=int, default=0, help="virtual hand: seed of its hidden reality")
+    parser.add_argument("--reality-out", metavar="JSON", help="virtual hand: write its hidden reality here")
+
+
 def add_calibrate_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``calibrate {board,camera,extrinsics}`` on the CLI's top-level ``subparsers``."""
+    """Register ``calibrate {board,camera,extrinsics,joints,dynamics}`` and ``compare`` on the top-level parser."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     calibrate = subparsers.add_parser("calibrate", help="calibrate cameras and the hand; write calibration files")
     commands = calibrate.add_subparsers(dest="calibrate_command", metavar="SUBCOMMAND", required=True)
@@ -166,3 +275,48 @@ def add_calibrate_commands(subparsers: argparse._SubParsersAction) -> None:
     extrinsics.add_argument("--views", type=int, default=10, help="views to use (they are averaged)")
     extrinsics.add_argument("--out", default="extrinsics.toml", help="extrinsics calibration file to write")
     extrinsics.set_defaults(handler=_cmd_calibrate_extrinsics)
+
+    joints = commands.add_parser(
+        "joints",
+        help="zero offsets and direction signs from the joints' mechanical stops (slow, reduced current); writes "
+        "the profile's joints overlay",
+    )
+    _add_hand_arguments(joints)
+    joints.add_argument("--out", default="joints.toml", help="joints calibration (profile overlay) to write")
+    joints.add_argument("--report", metavar="JSON", help="also write how each joint was measured")
+    joints.add_argument("--joints", metavar="A,B", help="calibrate only these joints (default: all)")
+    joints.add_argument("--speed-scale", type=float, default=0.6, help="fraction of each joint's max speed")
+    joints.add_argument("--current-ma", type=float, default=250.0, help="current limit while calibrating [mA]")
+    joints.set_defaults(handler=_cmd_calibrate_joints)
+
+    dynamics = commands.add_parser(
+        "dynamics",
+        help="excite the hand (chirps and steps through the safety layer), log it, and fit the sim's actuator and "
+        "joint parameters and the command latency with mujoco.sysid; writes a dynamics file",
+    )
+    _add_hand_arguments(dynamics)
+    dynamics.add_argument("--calibration", default=None, help="joints calibration overlay for the profile")
+    dynamics.add_argument("--out", default="dynamics.toml", help="dynamics calibration file to write")
+    dynamics.add_argument("--log-dir", default=None, help="where the excitation logs go (default: beside --out)")
+    dynamics.add_argument("--duration-s", type=float, default=8.0, help="length of one excitation [s]")
+    dynamics.add_argument("--repeats", type=int, default=1, help="excitations, each with its own seed")
+    dynamics.add_argument("--seed", type=int, default=0, help="seed of the first excitation")
+    dynamics.add_argument("--speed-scale", type=float, default=1.0, help="fraction of the profile's speed limits")
+    dynamics.add_argument(
+        "--groups", choices=("joint", "type"), default="joint", help="parameters per joint, or per joint type"
+    )
+    dynamics.add_argument("--iterations", type=int, default=30, help="optimizer iterations at most")
+    dynamics.add_argument("--report", metavar="DIR", help="also write a compare report of the first excitation")
+    dynamics.set_defaults(handler=_cmd_calibrate_dynamics)
+
+    compare = subparsers.add_parser(
+        "compare",
+        help="replay a rollout log in MuJoCo (nominal, and identified with --dynamics); per-joint RMSE, max error, "
+        "lag; an HTML report with plots",
+    )
+    compare.add_argument("log", help="rollout log (.mcap) from handrail deploy/demo or calibrate dynamics")
+    compare.add_argument("--dynamics", metavar="TOML", help="dynamics calibration file (handrail calibrate dynamics)")
+    compare.add_argument("--profile", default=None, help="hand profile (default: the one in the log's header)")
+    compare.add_argument("--calibration", default=None, help="joints calibration overlay for --profile")
+    compare.add_argument("--out", default=None, metavar="DIR", help="report folder (default: LOG_compare/ beside it)")
+    compare.set_defaults(handler=_cmd_compare)

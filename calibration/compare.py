@@ -1,0 +1,301 @@
+"""Sim vs real: replay a rollout log in MuJoCo, nominal and identified, and report how far each is off.
+
+:func:`compare_rollout` reads a rollout log (the deploy loop's, or an excitation's), replays its commanded
+targets with :class:`~handrail.calibration.replay.Replayer` from its first measured state — once with the
+nominal sim (position actuators fed the targets, as in training) and, given a dynamics file, once with the
+identified parameters (servo command model, latency, multipliers) — and measures, per joint: RMSE and max
+|error| of sim minus real joint angle, and the time lag that best aligns the two (cross-correlation of
+their mean-removed motions, refined to a fraction of a tick; positive: the real joint lags the sim).
+:meth:`CompareReport.write` writes ``report.html`` (a table and the plots), ``joints.png`` (real and
+simulated angle per joint, overlaid) and ``metrics.json``.
+
+Object pose divergence is not reported yet: the replay does not place the object from the log's pose
+estimates (they are camera-frame estimates with their own latency).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from handrail.calibration.dynamics_file import DynamicsCalibration
+from handrail.calibration.errors import CalibrationError
+from handrail.calibration.replay import Replayer, ReplayInput, dynamics_scales
+from handrail.deploy.rollout_reader import read_rollout_log
+from handrail.robot.errors import ProfileError
+from handrail.robot.profile import HandProfile, load_profile
+
+MAX_LAG_S = 0.3  # lags searched in the cross-correlation
+MIN_MOTION_RAD = 1e-3  # a joint that moved less (std) has no measurable lag
+
+
+@dataclass(frozen=True)
+class JointMetrics:
+    """One model's replay error on one joint."""
+
+    rmse_rad: float
+    max_error_rad: float
+    lag_s: float  # NaN when the joint barely moved
+
+
+@dataclass(frozen=True, eq=False)
+class ModelReplay:
+    """One model's replay: label, simulated angles (T, n), metrics per joint."""
+
+    label: str
+    position_rad: NDArray[np.float64]
+    metrics: tuple[JointMetrics, ...]
+
+    @property
+    def rmse_rad(self) -> float:
+        """Over all joints and ticks."""
+        return float(np.sqrt(np.mean([metric.rmse_rad**2 for metric in self.metrics])))
+
+
+@dataclass(frozen=True, eq=False)
+class CompareReport:
+    """The real log and its replays."""
+
+    log_path: Path
+    joint_names: tuple[str, ...]
+    time_s: NDArray[np.float64]  # (T,) from the first tick
+    real_position_rad: NDArray[np.float64]  # (T, n)
+    target_rad: NDArray[np.float64]  # (T, n)
+    replays: tuple[ModelReplay, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def replay(self, label: str) -> ModelReplay:
+        for replay in self.replays:
+            if replay.label == label:
+                return replay
+        raise KeyError(f"no replay {label!r}; have {[replay.label for replay in self.replays]}")
+
+    def format(self) -> str:
+        lines = [f"compare {self.log_path}: {self.time_s.size} ticks, {self.time_s[-1]:.1f} s"]
+        header = f"  {'joint':12s}" + "".join(
+            f" {replay.label + ' RMSE':>17s} {'max':>7s} {'lag ms':>7s}" for replay in self.replays
+        )
+        lines.append(header + "   (errors in deg)")
+        for index, name in enumerate(self.joint_names):
+            row = f"  {name:12s}"
+            for replay in self.replays:
+                metric = replay.metrics[index]
+                lag = "" if np.isnan(metric.lag_s) else f"{metric.lag_s * 1000:+.0f}"
+                row += f" {np.degrees(metric.rmse_rad):17.3f} {np.degrees(metric.max_error_rad):7.2f} {lag:>7s}"
+            lines.append(row)
+        lines.append(
+            "  overall RMSE: " + ", ".join(f"{r.label} {np.degrees(r.rmse_rad):.3f} deg" for r in self.replays)
+        )
+        if len(self.replays) == 2:
+            ratio = self.replays[0].rmse_rad / max(self.replays[1].rmse_rad, 1e-12)
+            lines.append(f"  {self.replays[1].label} is {ratio:.1f}x closer to the hand than {self.replays[0].label}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {
+            "log": str(self.log_path),
+            "ticks": int(self.time_s.size),
+            "duration_s": float(self.time_s[-1]),
+            "overall_rmse_rad": {replay.label: replay.rmse_rad for replay in self.replays},
+            "joints": {
+                name: {
+                    replay.label: {
+                        "rmse_rad": replay.metrics[index].rmse_rad,
+                        "max_error_rad": replay.metrics[index].max_error_rad,
+                        "lag_s": None if np.isnan(replay.metrics[index].lag_s) else replay.metrics[index].lag_s,
+                    }
+                    for replay in self.replays
+                }
+                for index, name in enumerate(self.joint_names)
+            },
+            "notes": list(self.notes),
+        }
+
+    def write(self, out_dir: Path) -> Path:
+        """Write ``report.html``, ``joints.png`` and ``metrics.json`` into ``out_dir``; returns the HTML path."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        self._plot(out_dir / "joints.png")
+        rows = []
+        for index, name in enumerate(self.joint_names):
+            cells = "".join(
+                f"<td>{np.degrees(r.metrics[index].rmse_rad):.3f}</td><td>{np.degrees(r.metrics[index].max_error_rad):.2f}</td>"
+                f"<td>{'' if np.isnan(r.metrics[index].lag_s) else f'{r.metrics[index].lag_s * 1000:+.0f}'}</td>"
+                for r in self.replays
+            )
+            rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+        heads = "".join(
+            f"<th>{html.escape(r.label)} RMSE [deg]</th><th>max [deg]</th><th>lag [ms]</th>" for r in self.replays
+        )
+        summary = html.escape(self.format()).replace("\n", "<br>\n")
+        page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>handrail compare: {html.escape(self.log_path.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}} td:first-child{{text-align:left}}</style></head>
+<body><h1>Sim vs real: {html.escape(self.log_path.name)}</h1>
+<p>Replay of the logged targets in MuJoCo from the logged initial joint state. Lag &gt; 0: the real joint lags the
+simulated one.</p>
+<table><tr><th>joint</th>{heads}</tr>
+{"".join(rows)}
+</table>
+<p style="font-family:monospace">{summary}</p>
+<img src="joints.png" alt="real and simulated joint angles" style="max-width:100%">
+</body></html>
+"""
+        path = out_dir / "report.html"
+        path.write_text(page)
+        return path
+
+    def _plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = len(self.joint_names)
+        columns = 4
+        rows = int(np.ceil(n / columns))
+        figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows), sharex=True, squeeze=False)
+        styles = {"nominal": ("tab:blue", "--"), "identified": ("tab:orange", "-")}
+        for index, name in enumerate(self.joint_names):
+            axis = axes[index // columns][index % columns]
+            axis.plot(self.time_s, np.degrees(self.target_rad[:, index]), color="0.75", lw=0.8, label="target")
+            axis.plot(self.time_s, np.degrees(self.real_position_rad[:, index]), color="k", lw=1.2, label="real")
+            for replay in self.replays:
+                color, style = styles.get(replay.label, (None, "-"))
+                rmse_deg = np.degrees(replay.metrics[index].rmse_rad)
+                axis.plot(
+                    self.time_s,
+                    np.degrees(replay.position_rad[:, index]),
+                    color=color,
+                    ls=style,
+                    lw=1.0,
+                    label=f"sim {replay.label} ({rmse_deg:.2f} deg)",
+                )
+            axis.set_title(name, fontsize=9)
+            axis.tick_params(labelsize=7)
+            axis.legend(fontsize=6, loc="upper right")
+        for index in range(n, rows * columns):
+            axes[index // columns][index % columns].axis("off")
+        for axis in axes[-1]:
+            axis.set_xlabel("time [s]", fontsize=8)
+        figure.supylabel("joint angle [deg]")
+        figure.tight_layout()
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+
+
+def time_lag_s(real: NDArray[np.float64], sim: NDArray[np.float64], period_s: float) -> float:
+    """The delay [s] of ``real`` behind ``sim`` that maximizes their cross-correlation (NaN if ``real`` is still).
+
+    Both are sampled every ``period_s``; the peak is refined by a parabola through its neighbours.
+    """
+    real = real - real.mean()
+    sim = sim - sim.mean()
+    if real.std() < MIN_MOTION_RAD or sim.std() < MIN_MOTION_RAD:
+        return float("nan")
+    max_lag = min(int(MAX_LAG_S / period_s), real.size // 2)
+    lags = np.arange(-max_lag, max_lag + 1)
+    # correlation[k] = sum_t real[t] * sim[t - k]: high when real at t looks like sim k samples earlier.
+    correlation = np.array(
+        [
+            np.dot(real[max(lag, 0) : real.size + min(lag, 0)], sim[max(-lag, 0) : sim.size - max(lag, 0)])
+            for lag in lags
+        ]
+    )
+    peak = int(np.argmax(correlation))
+    offset = 0.0
+    if 0 < peak < lags.size - 1:
+        left, middle, right = correlation[peak - 1 : peak + 2]
+        curvature = left - 2 * middle + right
+        if curvature < 0:
+            offset = 0.5 * (left - right) / curvature
+    return float((lags[peak] + offset) * period_s)
+
+
+def joint_metrics(
+    real_rad: NDArray[np.float64], sim_rad: NDArray[np.float64], period_s: float
+) -> tuple[JointMetrics, ...]:
+    """RMSE, max |error| and lag per joint for (T, n) real and simulated angles."""
+    error = sim_rad - real_rad
+    return tuple(
+        JointMetrics(
+            float(np.sqrt(np.mean(error[:, joint] ** 2))),
+            float(np.max(np.abs(error[:, joint]))),
+            time_lag_s(real_rad[:, joint], sim_rad[:, joint], period_s),
+        )
+        for joint in range(real_rad.shape[1])
+    )
+
+
+def profile_for_log(log_header_profile: dict | None, fallback: HandProfile | None) -> HandProfile:
+    """The profile a log was recorded with (from its header), else ``fallback`` (else the bundled one)."""
+    if fallback is not None:
+        return fallback
+    if log_header_profile is not None:
+        try:
+            profile = HandProfile.model_validate(log_header_profile)
+            if Path(profile.mjcf).is_file():
+                return profile
+        except ValueError:
+            pass
+    try:
+        return load_profile()
+    except ProfileError as error:
+        raise CalibrationError(f"no profile for this log: {error} — pass --profile") from error
+
+
+def compare_rollout(
+    log_path: str | Path,
+    *,
+    dynamics: DynamicsCalibration | None = None,
+    profile: HandProfile | None = None,
+    replayer: Replayer | None = None,
+) -> CompareReport:
+    """Replay ``log_path`` nominal and (given ``dynamics``) identified; the report (nothing is written).
+
+    Raises CalibrationError when the log's joints do not match the profile, or it has too few ticks.
+    """
+    log = read_rollout_log(log_path)
+    profile = profile_for_log(log.header.profile, profile)
+    if tuple(log.header.joint_names) != profile.joint_names:
+        raise CalibrationError(
+            f"log {log_path} is for joints {log.header.joint_names}, profile {profile.name!r} has {profile.joint_names}"
+        )
+    replay_input = ReplayInput.from_log(log, profile)
+    replayer = replayer or Replayer(profile)
+    period_s = 1.0 / log.header.control_rate_hz
+    nominal = replayer.run(replay_input)
+    replays = [ModelReplay("nominal", nominal, joint_metrics(replay_input.position_rad, nominal, period_s))]
+    if dynamics is not None:
+        identified = replayer.run(
+            replay_input,
+            dynamics_scales(replayer, dynamics),
+            dynamics.command_latency_s,
+            command_model="servo",
+            backlash_rad=dynamics.backlash_per_joint(profile.joint_names),
+        )
+        replays.append(
+            ModelReplay("identified", identified, joint_metrics(replay_input.position_rad, identified, period_s))
+        )
+    notes = []
+    if log.truncated:
+        notes.append(f"the log is truncated ({log.truncation_reason}); compared up to its last complete chunk")
+    if replay_input.n_ticks < log.n_ticks:
+        notes.append(f"replayed {replay_input.n_ticks} of {log.n_ticks} ticks (the rest lack a measurement or target)")
+    return CompareReport(
+        Path(log_path),
+        profile.joint_names,
+        replay_input.time_s - replay_input.time_s[0],
+        replay_input.position_rad,
+        replay_input.target_rad,
+        tuple(replays),
+        tuple(notes),
+    )

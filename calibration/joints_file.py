@@ -1,0 +1,96 @@
+"""The joints calibration file: the overlay that :func:`handrail.robot.profile.load_profile` lays over a profile.
+
+Format (``kind = "joints"``; the fields the profile loader accepts, nothing else)::
+
+    schema_version = 1
+    kind = "joints"
+    profile = "leap_right"                 # the profile's ``name``; the loader refuses another hand's file
+    created = "2025-01-31T12:00:00+00:00"
+
+    [joints.index_pip]
+    zero_offset_rad = 0.0123               # joint_rad = direction * motor_rad / gear - zero_offset_rad
+    direction = 1
+
+How each value was measured (contacts, span errors, the direction check) is not part of the overlay; the
+``calibrate joints`` command prints it and can write it as a JSON report beside the file.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from handrail.calibration.errors import CalibrationFileError
+from handrail.calibration.files import atomic_write_text, describe_validation_error, read_toml, to_toml
+
+# The profile loader's CALIBRATION_SCHEMA_VERSION: the overlay is the robot stage's contract.
+JOINTS_SCHEMA_VERSION = 1
+
+
+class JointCalibrationEntry(BaseModel):
+    """One joint's calibrated zero offset [rad] and direction (+1/-1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zero_offset_rad: float
+    direction: Literal[1, -1]
+
+    @field_validator("zero_offset_rad")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number [rad]")
+        return value
+
+
+class JointsCalibration(BaseModel):
+    """The joints overlay of one hand profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = JOINTS_SCHEMA_VERSION
+    kind: Literal["joints"] = "joints"
+    profile: str
+    created: str
+    joints: dict[str, JointCalibrationEntry]
+
+    @field_validator("joints")
+    @classmethod
+    def _not_empty(cls, joints: dict[str, JointCalibrationEntry]) -> dict[str, JointCalibrationEntry]:
+        if not joints:
+            raise ValueError("no joints — a joints calibration overlays at least one joint")
+        return joints
+
+
+def write_joints_calibration(path: Path, calibration: JointsCalibration) -> Path:
+    """Write the overlay atomically: a reader (or a crash) sees the previous file or this one, never a part."""
+    return atomic_write_text(Path(path), to_toml(calibration.model_dump()))
+
+
+def read_joints_calibration(path: Path) -> JointsCalibration:
+    """Read and validate a joints overlay.
+
+    Raises:
+        CalibrationFileError: missing file, bad TOML, unknown ``schema_version``, another ``kind``, or a
+            malformed field (the message names it).
+    """
+    path = Path(path)
+    document = read_toml(path, "joints calibration")
+    version = document.get("schema_version")
+    if version != JOINTS_SCHEMA_VERSION:
+        raise CalibrationFileError(
+            f"joints calibration {path}: schema_version {version!r} is not supported (this handrail reads "
+            f"{JOINTS_SCHEMA_VERSION}) — recalibrate with this handrail or upgrade it"
+        )
+    if document.get("kind") != "joints":
+        raise CalibrationFileError(
+            f"{path}: kind = {document.get('kind')!r}, but a 'joints' calibration file was expected — pass the "
+            "right file"
+        )
+    try:
+        return JointsCalibration.model_validate(document)
+    except ValidationError as error:
+        raise CalibrationFileError(describe_validation_error(f"joints calibration {path}", error)) from error
