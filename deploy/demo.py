@@ -3,7 +3,8 @@
 ``handrail demo`` starts the virtual hand (a fixed reality seed) on a pseudo-terminal, runs the bundled
 policy through :func:`~handrail.deploy.run.run_deploy` with the safety layer active (object pose: the
 virtual hand's ground truth, labelled as such in the log, until the camera pipeline lands), writes the
-rollout log, and scores the run *from the log*:
+rollout log, and scores the run *from the log* (``--pose camera``: the object pose comes from the camera path
+instead, a virtual camera and the ArUco baseline, see :mod:`handrail.deploy.camera_pose`):
 
 - rotation of the cube about the palm normal (unwrapped yaw of the logged pose, in the hand frame), total
   [rad] and mean angular velocity [rad/s] over the policy's part of the run;
@@ -35,6 +36,9 @@ from handrail.robot.safety_monitor import MonitorConfig
 from handrail.sim import quat
 
 BUNDLED_POLICY = "leap_rotate_z.onnx"
+# Object-pose sources of the demo: the simulator's truth, or the camera path (a virtual camera + the ArUco
+# baseline). The learned pose model joins once a trained one is committed.
+POSE_SOURCES = ("ground-truth", "camera")
 FELL_BELOW_PALM_M = 0.05
 OFF_PALM_M = 0.1
 LIMIT_TOLERANCE = 1e-9
@@ -102,6 +106,7 @@ class DemoSummary:
                 f"p99 {tick.get('p99')} ms, max {tick.get('max')} ms, missed deadlines {loop.get('missed_deadlines')}",
                 f"  ended: {self.stop_reason} (exit code {self.exit_code})",
                 f"  log: {self.log_path}  (handrail log info {self.log_path})",
+                f"  sim vs this run: handrail compare {self.log_path}",
             ]
         )
 
@@ -179,20 +184,30 @@ def run_demo(
     policy: str | Path | None = None,
     profile_path: str | Path | None = None,
     status_stream: TextIO | None = None,
+    pose: str = "ground-truth",
 ) -> DemoSummary:
     """Run the demo (see the module docstring) and return its summary."""
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from handrail.deploy.pose_source import GroundTruthPose
+    from handrail.deploy.pose_source import GroundTruthPose, PoseSource
     from handrail.robot.emulator import VirtualHandProcess
 
     profile = load_profile(profile_path)
     policy_path = Path(policy) if policy is not None else bundled_policy_path()
+    if pose not in POSE_SOURCES:
+        raise DemoError(f"--pose {pose!r} is unknown; valid: {', '.join(POSE_SOURCES)}")
     with VirtualHandProcess(profile_path, reality_seed=reality_seed) as vhand:
+        source: PoseSource
+        if pose == "camera":
+            from handrail.deploy.camera_pose import VirtualCameraFiducialPose
+
+            source = VirtualCameraFiducialPose(vhand, profile)
+        else:
+            source = GroundTruthPose(vhand, profile)
         outcome = run_deploy(
             policy_path,
             profile,
             vhand.port,
-            GroundTruthPose(vhand, profile),
+            source,
             config=LoopConfig(seconds=seconds),
             out_dir=out_dir,
             extra={"demo": True, "reality_seed": reality_seed},

@@ -36,7 +36,6 @@ from numpy.typing import NDArray
 from handrail.deploy.pose_source import PoseSource
 from handrail.deploy.rollout_log import (
     FAULT,
-    INFO,
     OPERATOR_STOP,
     SAFE_STOP,
     START,
@@ -62,6 +61,9 @@ class LoopConfig:
     startup_speed_rad_s: float = 0.5  # joint speed while moving to the start pose
     startup_tolerance_rad: float = 0.05  # start pose reached when every joint is this close
     startup_timeout_s: float = 8.0
+    startup_lead_rad: float = 0.1  # a joint's target leads its measured position by at most this
+    startup_settle_s: float = 0.5  # the hand counts as stopped when no joint moved ...
+    startup_settle_rad: float = 0.005  # ... more than this over that time
     status_interval_s: float = 1.0  # live status line period; 0 disables it
 
 
@@ -180,30 +182,47 @@ class ControlLoop:
         return result
 
     def _move_to_start(self) -> None:
-        """Bring every joint to the start pose at ``startup_speed_rad_s`` through the safety layer."""
+        """Bring every joint to the start pose at ``startup_speed_rad_s`` through the safety layer.
+
+        A joint's target never leads its measured position by more than ``startup_lead_rad``, so a finger that
+        meets an obstacle on the way (another finger, the object) rests against it at low current instead of
+        pushing until the stall detector stops the hand. The policy takes over when every joint is within
+        ``startup_tolerance_rad`` of the start pose, or when the hand has stopped moving (blocked joints are
+        logged), or after ``startup_timeout_s``.
+        """
         config, robot = self.config, self.robot
         step_rad = config.startup_speed_rad_s * self.period_s
         started_s = time.monotonic()
         next_s = started_s
+        settle_ticks = max(1, round(config.startup_settle_s / self.period_s))
+        history: list[NDArray[np.float64]] = []
+        reason = "start pose reached"
         while True:
             state = robot.read()
             error = self.start_pose_rad - state.position_rad
+            history = [*history[-settle_ticks:], state.position_rad]
             if np.abs(error).max() <= config.startup_tolerance_rad:
                 break
+            if len(history) > settle_ticks and np.abs(history[-1] - history[0]).max() < config.startup_settle_rad:
+                reason = "the hand stopped short of the start pose (blocked joints); handing over where it is"
+                break
             if time.monotonic() - started_s > config.startup_timeout_s:
-                self.log.write_event(
-                    INFO,
-                    "start pose not reached in time; handing over where the hand is",
-                    max_error_rad=float(np.abs(error).max()),
-                )
+                reason = "start pose not reached in time; handing over where the hand is"
                 break
             last = robot.last_target_rad
             assert last is not None
-            robot.command(last + np.clip(self.start_pose_rad - last, -step_rad, step_rad), state)
+            target = last + np.clip(self.start_pose_rad - last, -step_rad, step_rad)
+            lead = config.startup_lead_rad
+            robot.command(np.clip(target, state.position_rad - lead, state.position_rad + lead), state)
             next_s += self.period_s
             time.sleep(max(0.0, next_s - time.monotonic()))
         self.result.startup_s = time.monotonic() - started_s
-        self.log.write_event(START, "policy takes over", startup_s=self.result.startup_s)
+        short = {
+            name: round(float(value), 4)
+            for name, value in zip(robot.profile.joint_names, error, strict=True)
+            if abs(value) > config.startup_tolerance_rad
+        }
+        self.log.write_event(START, f"policy takes over: {reason}", startup_s=self.result.startup_s, short_rad=short)
 
     def _run_policy(self) -> None:
         robot, config, result = self.robot, self.config, self.result

@@ -54,7 +54,13 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from handrail.deploy.demo import run_demo
 
-    summary = run_demo(seconds=args.seconds, reality_seed=args.reality_seed, out_dir=Path(args.out), policy=args.policy)
+    summary = run_demo(
+        seconds=args.seconds,
+        reality_seed=args.reality_seed,
+        out_dir=Path(args.out),
+        policy=args.policy,
+        pose=args.pose,
+    )
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
@@ -84,5 +90,11 @@ def add_deploy_commands(commands: Any) -> None:
     demo.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand (default 0)")
     demo.add_argument("--out", default="out/demo", help="folder for the rollout log (default out/demo)")
     demo.add_argument("--policy", default=None, help="another policy file (default: the bundled one)")
+    demo.add_argument(
+        "--pose",
+        choices=("ground-truth", "camera"),
+        default="ground-truth",
+        help="object pose: the simulator's truth (default) or a virtual camera + the ArUco baseline",
+    )
     demo.add_argument("--json", action="store_true", help="machine-readable summary")
     demo.set_defaults(handler=_cmd_demo)
