@@ -72,6 +72,12 @@ class DemoSummary:
     pose_source: str
     policy_seconds: float
 
+    @property
+    def demo_exit_code(self) -> int:
+        """``handrail demo``'s exit code: 0 when the run kept every limit — a safe stop by the safety layer
+        included, since stopping the hand is its job — and 1 when the log shows a limit broken."""
+        return 1 if sum(self.limit_violations.values()) else 0
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "rotation_rad": self.rotation_rad,
@@ -82,7 +88,8 @@ class DemoSummary:
             "safety_interventions": sum(self.safety_interventions.values()),
             "safety_interventions_by_kind": self.safety_interventions,
             "loop": self.loop,
-            "exit_code": self.exit_code,
+            "loop_exit_code": self.exit_code,
+            "safe_stop": self.exit_code != 0,
             "stop_reason": self.stop_reason,
             "log": self.log_path,
             "pose_source": self.pose_source,
@@ -104,7 +111,8 @@ class DemoSummary:
                 f"  limit violations in the log: {sum(self.limit_violations.values())} ({violations})",
                 f"  loop: {loop.get('ticks')} ticks at {loop.get('mean_rate_hz')} Hz, tick p50 {tick.get('p50')} ms, "
                 f"p99 {tick.get('p99')} ms, max {tick.get('max')} ms, missed deadlines {loop.get('missed_deadlines')}",
-                f"  ended: {self.stop_reason} (exit code {self.exit_code})",
+                f"  ended: {self.stop_reason}"
+                + (" — the safety layer stopped the hand; no limit was broken" if self.exit_code else ""),
                 f"  log: {self.log_path}  (handrail log info {self.log_path})",
                 f"  sim vs this run: handrail compare {self.log_path}",
             ]

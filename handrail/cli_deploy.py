@@ -65,7 +65,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
         print(summary.format())
-    return summary.exit_code
+    return summary.demo_exit_code
 
 
 def add_deploy_commands(commands: Any) -> None:

@@ -130,6 +130,25 @@ class _HandParameters:
         return cls(**values)
 
 
+def _limit_servo_torque(model: mujoco.MjModel, profile: HandProfile) -> None:
+    """Cap each hand actuator's force at what its servo delivers at the profile's current limit [N·m].
+
+    The MJCF's force range is the servo's stall torque; on the hand the firmware holds the current at the
+    profile's limit, so a finger pushes with at most current limit x torque constant. (Found on the virtual
+    hand: a policy trained with the stall torque curls its fingers into poses the current-limited servos
+    cannot reach.) Domain randomization then scales this nominal value.
+    """
+    from handrail.robot.motors import motor_facts
+
+    facts = motor_facts(profile.bus.motor_model)
+    for joint in profile.joints:
+        # The joint's torque: the motor's, times the gear ratio (motor turns per joint turn).
+        torque_nm = facts.torque_constant_nm_per_a * joint.current_limit_ma / 1000.0 * joint.gear_ratio
+        actuator = model.actuator(joint.mjcf_actuator).id
+        model.actuator_forcelimited[actuator] = 1
+        model.actuator_forcerange[actuator] = (-torque_nm, torque_nm)
+
+
 class BatchHandEnv:
     """N hands in MuJoCo with one task (``"pose"`` or ``"rotate-z"``), randomized per episode and hand.
 
@@ -172,6 +191,7 @@ class BatchHandEnv:
         # period: the policy's clock is the profile's, never a rounded one.
         self.n_substeps = max(1, round(self.control_period_s / model.opt.timestep))
         model.opt.timestep = self.control_period_s / self.n_substeps
+        _limit_servo_torque(model, self.profile)
         self.model = model
         self._nominal = ModelSnapshot.take(model)
         joints = self.profile.joints
