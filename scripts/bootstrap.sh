@@ -56,9 +56,9 @@ case "$job" in
         .venv/bin/python -m pip install -q .
         mkdir -p out
         .venv/bin/handrail model render --out out/hand.png
-        .venv/bin/handrail profile show
-        # The virtual hand on a pty, driven through the bus driver and the safety layer.
-        .venv/bin/handrail check --seconds 3
+        # The bundled policy turns the cube on the virtual hand (a pty speaking Dynamixel), through the
+        # safety layer, logged to out/demo/; prints its scores.
+        .venv/bin/handrail demo --seconds 20 --out out/demo
         ;;
     test)
         .venv/bin/python -m pip install -q -e ".[train,dev,calibrate]"
