@@ -8,7 +8,6 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from handrail.sim.env import ENV_IDS, HandEnv
-from handrail.sim.model import build_scene_for_profile
 from handrail.sim.randomization import ModelSnapshot
 from handrail.sim.tasks import POSE, ROTATE_Z
 
@@ -46,7 +45,7 @@ def test_same_seed_same_trajectory() -> None:
 
 def test_no_dr_leaves_the_model_nominal() -> None:
     env = HandEnv(ROTATE_Z, dr=False)
-    nominal = ModelSnapshot.take(build_scene_for_profile(env.profile))
+    nominal = ModelSnapshot.take(env.core.model)  # the scene as the env builds it, before any draw
     env.reset(seed=0)
     randomized = ModelSnapshot.take(env.model)
     for name, array in nominal.arrays.items():
