@@ -19,12 +19,11 @@ import time
 import mujoco
 import numpy as np
 
-from handrail.deploy.pose_source import palm_pose_in_world
+from handrail.deploy.pose_source import PolledPose
 from handrail.robot.emulator import VirtualHandProcess
 from handrail.robot.profile import HandProfile
-from handrail.sim import leap, quat
+from handrail.sim import leap
 from handrail.sim.model import build_scene_for_profile
-from handrail.sim.observation import ObjectPoseEstimate
 
 CAMERA_FIDUCIAL = "camera_fiducial"
 
@@ -35,7 +34,7 @@ def _matrix_to_quat(rotation: np.ndarray) -> np.ndarray:
     return result
 
 
-class VirtualCameraFiducialPose:
+class VirtualCameraFiducialPose(PolledPose):
     """The cube pose from a virtual camera and the ArUco baseline, in the hand frame. Virtual hand only."""
 
     name = CAMERA_FIDUCIAL
@@ -52,6 +51,7 @@ class VirtualCameraFiducialPose:
         from handrail.vision.fiducial import FiducialCubePoseEstimator
         from handrail.vision.virtual_camera import VirtualCamera
 
+        super().__init__(profile)
         self._vhand = vhand
         self._model = build_scene_for_profile(profile)
         # A cheaper picture (no shadow map, no multisampling): about 3x faster on a software renderer, and the
@@ -65,12 +65,8 @@ class VirtualCameraFiducialPose:
         self._cube_qpos = int(self._model.jnt_qposadr[self._model.joint(leap.CUBE_JOINT_NAME).id])
         self._camera = VirtualCamera.from_scene_camera(self._model, self._data, camera_name, width=width, height=height)
         self._estimator = FiducialCubePoseEstimator(self._camera.intrinsics)
-        palm_position, palm_quat = palm_pose_in_world(profile)
-        self._palm_position, self._palm_inverse = palm_position, quat.conjugate(palm_quat)
-        self._latest: tuple[float, np.ndarray, np.ndarray] | None = None
         self.frames = 0
         self.detections = 0
-        self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="handrail-camera-pose", daemon=True)
         self._thread.start()
@@ -104,17 +100,4 @@ class VirtualCameraFiducialPose:
             return
         self.detections += 1
         T_world_cube = self._camera.T_world_camera(data) @ estimate.T_camera_cube
-        position = quat.rotate(self._palm_inverse, T_world_cube[:3, 3] - self._palm_position)
-        orientation = quat.multiply(self._palm_inverse, _matrix_to_quat(T_world_cube[:3, :3]))
-        self._latest = (captured_s, position, orientation)
-
-    def latest(self) -> ObjectPoseEstimate | None:
-        latest = self._latest
-        if latest is None:
-            return None
-        captured_s, position, orientation = latest
-        return ObjectPoseEstimate(position, orientation, time.monotonic() - captured_s, self.name)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
+        self._store(captured_s, T_world_cube[:3, 3], _matrix_to_quat(T_world_cube[:3, :3]))

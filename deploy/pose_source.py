@@ -48,42 +48,26 @@ def palm_pose_in_world(profile: HandProfile) -> tuple[np.ndarray, np.ndarray]:
     return data.xpos[palm].copy(), data.xquat[palm].copy()
 
 
-class GroundTruthPose:
-    """The cube pose the virtual hand's simulator holds, in the hand frame. Virtual hand only.
+class PolledPose:
+    """Shared by the pose sources that a thread of their own feeds: the newest pose in the hand frame, its age.
 
-    A background thread asks the simulator ``rate_hz`` times a second (as a camera pipeline would deliver
-    frames); :meth:`latest` returns the newest answer with its age and never waits on the socket.
+    A subclass stores each world-frame pose it gets with :meth:`_store`; :meth:`latest` returns the newest
+    with its age since capture and never waits; :meth:`close` stops the thread.
     """
 
-    name = GROUND_TRUTH
+    name = "polled"
 
-    def __init__(self, vhand: VirtualHandProcess, profile: HandProfile, rate_hz: float = 60.0):
-        self._vhand = vhand
+    def __init__(self, profile: HandProfile):
         self._palm_position, palm_quat = palm_pose_in_world(profile)
         self._palm_inverse = quat.conjugate(palm_quat)
-        self._period_s = 1.0 / rate_hz
         self._latest: tuple[float, np.ndarray, np.ndarray] | None = None
-        self._error: Exception | None = None
         self._stop = threading.Event()
-        self._poll()  # one answer before the loop starts
-        self._thread = threading.Thread(target=self._run, name="handrail-ground-truth-pose", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
-    def _poll(self) -> None:
-        asked_s = time.monotonic()
-        truth = self._vhand.ground_truth()
-        position = np.asarray(truth["object_position_m"], dtype=np.float64)
-        orientation = np.asarray(truth["object_quat_wxyz"], dtype=np.float64)
-        in_hand = quat.rotate(self._palm_inverse, position - self._palm_position)
-        self._latest = (asked_s, in_hand, quat.multiply(self._palm_inverse, orientation))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period_s):
-            try:
-                self._poll()
-            except Exception as error:  # the virtual hand went away: the pose ages and turns invalid
-                self._error = error
-                return
+    def _store(self, captured_s: float, position_world_m: np.ndarray, quat_world_wxyz: np.ndarray) -> None:
+        """Keep a pose captured at ``captured_s`` (monotonic) given in the world frame."""
+        in_hand = quat.rotate(self._palm_inverse, position_world_m - self._palm_position)
+        self._latest = (captured_s, in_hand, quat.multiply(self._palm_inverse, quat_world_wxyz))
 
     def latest(self) -> ObjectPoseEstimate | None:
         latest = self._latest
@@ -94,7 +78,42 @@ class GroundTruthPose:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=1.0)
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+
+class GroundTruthPose(PolledPose):
+    """The cube pose the virtual hand's simulator holds, in the hand frame. Virtual hand only.
+
+    A background thread asks the simulator ``rate_hz`` times a second (as a camera pipeline would deliver
+    frames); :meth:`latest` returns the newest answer with its age and never waits on the socket.
+    """
+
+    name = GROUND_TRUTH
+
+    def __init__(self, vhand: VirtualHandProcess, profile: HandProfile, rate_hz: float = 60.0):
+        super().__init__(profile)
+        self._vhand = vhand
+        self._period_s = 1.0 / rate_hz
+        self._poll()  # one answer before the loop starts
+        self._thread = threading.Thread(target=self._run, name="handrail-ground-truth-pose", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        asked_s = time.monotonic()
+        truth = self._vhand.ground_truth()
+        self._store(
+            asked_s,
+            np.asarray(truth["object_position_m"], dtype=np.float64),
+            np.asarray(truth["object_quat_wxyz"], dtype=np.float64),
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            try:
+                self._poll()
+            except Exception:  # the virtual hand went away: the pose ages and turns invalid
+                return
 
 
 class NoPose:
