@@ -2,15 +2,23 @@
 
 :func:`compare_rollout` reads a rollout log (the deploy loop's, or an excitation's), replays its commanded
 targets with :class:`~handrail.calibration.replay.Replayer` from its first measured state — once with the
-nominal sim (position actuators fed the targets, as in training) and, given a dynamics file, once with the
-identified parameters (servo command model, latency, multipliers) — and measures, per joint: RMSE and max
+nominal sim (position actuators fed the targets, as in training, but at the MJCF's force range: the training
+environment caps each servo at its current-limit torque, about a third of that) and, given a dynamics file,
+once with the identified parameters (servo command model, latency, multipliers) — and measures, per joint: RMSE and max
 |error| of sim minus real joint angle, and the time lag that best aligns the two (cross-correlation of
 their mean-removed motions, refined to a fraction of a tick; positive: the real joint lags the sim).
-:meth:`CompareReport.write` writes ``report.html`` (a table and the plots), ``joints.png`` (real and
-simulated angle per joint, overlaid) and ``metrics.json``.
 
-Object pose divergence is not reported yet: the replay does not place the object from the log's pose
-estimates (they are camera-frame estimates with their own latency).
+When the log has object poses (the deploy loop logs its pose source's estimate in the hand frame, with its age
+and the source's name: ``ground_truth`` on the virtual hand, a camera pipeline's name otherwise), both replays
+start the cube at the first logged pose (:class:`~handrail.calibration.replay.ObjectTrack`, converted to the
+scene by :class:`~handrail.sim.hand_frame.HandFrame`) and report how the replayed cube diverges from the logged
+one (:mod:`~handrail.calibration.object_divergence`): position error [mm] and rotation error [deg] (RMSE, max,
+final) and the turn about the palm normal, sim vs real. A log without object poses (an excitation from
+``calibrate dynamics``) replays with the cube where the scene's home keyframe rests it, and the report says
+that object divergence was not measured and why.
+
+:meth:`CompareReport.write` writes ``report.html`` (tables and the plots), ``joints.png`` (real and simulated
+angle per joint, overlaid), ``object.png`` (when there are object poses) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -25,13 +33,25 @@ from numpy.typing import NDArray
 
 from handrail.calibration.dynamics_file import DynamicsCalibration
 from handrail.calibration.errors import CalibrationError
-from handrail.calibration.replay import Replayer, ReplayInput, dynamics_scales
+from handrail.calibration.object_divergence import (
+    LoggedObject,
+    ObjectDivergence,
+    format_object_lines,
+    logged_object_of,
+    no_object_reason,
+    object_html,
+    plot_object,
+)
+from handrail.calibration.replay import ObjectReplay, Replayer, ReplayInput, dynamics_scales
+from handrail.deploy.pose_source import GROUND_TRUTH
 from handrail.deploy.rollout_reader import read_rollout_log
 from handrail.robot.errors import ProfileError
 from handrail.robot.profile import HandProfile, load_profile
 
 MAX_LAG_S = 0.3  # lags searched in the cross-correlation
 MIN_MOTION_RAD = 1e-3  # a joint that moved less (std) has no measurable lag
+# A placed cube starting deeper than this inside the hand is noted: contacts push it out at the first step.
+PENETRATION_NOTE_M = 1e-3
 
 
 @dataclass(frozen=True)
@@ -45,11 +65,12 @@ class JointMetrics:
 
 @dataclass(frozen=True, eq=False)
 class ModelReplay:
-    """One model's replay: label, simulated angles (T, n), metrics per joint."""
+    """One model's replay: label, simulated angles (T, n), metrics per joint, the cube (when the log has one)."""
 
     label: str
     position_rad: NDArray[np.float64]
     metrics: tuple[JointMetrics, ...]
+    object_divergence: ObjectDivergence | None = None
 
     @property
     def rmse_rad(self) -> float:
@@ -68,6 +89,8 @@ class CompareReport:
     target_rad: NDArray[np.float64]  # (T, n)
     replays: tuple[ModelReplay, ...]
     notes: tuple[str, ...] = field(default=())
+    logged_object: LoggedObject | None = None  # None: no object divergence, see object_absent_reason
+    object_absent_reason: str = ""
 
     def replay(self, label: str) -> ModelReplay:
         for replay in self.replays:
@@ -94,6 +117,10 @@ class CompareReport:
         if len(self.replays) == 2:
             ratio = self.replays[0].rmse_rad / max(self.replays[1].rmse_rad, 1e-12)
             lines.append(f"  {self.replays[1].label} is {ratio:.1f}x closer to the hand than {self.replays[0].label}")
+        if self.logged_object is None:
+            lines.append(f"  object: not reported — {self.object_absent_reason}")
+        else:
+            lines.extend(format_object_lines(self.logged_object, self._object_divergences()))
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
@@ -114,15 +141,39 @@ class CompareReport:
                 }
                 for index, name in enumerate(self.joint_names)
             },
+            "object": self._object_dict(),
             "notes": list(self.notes),
         }
 
+    def _object_divergences(self) -> dict[str, ObjectDivergence]:
+        return {
+            replay.label: replay.object_divergence for replay in self.replays if replay.object_divergence is not None
+        }
+
+    def _object_dict(self) -> dict:
+        if self.logged_object is None:
+            return {"reported": False, "reason": self.object_absent_reason}
+        return {
+            "reported": True,
+            "source": self.logged_object.source,
+            "samples": int(self.logged_object.time_s.size),
+            "real_rotation_z_deg": float(np.degrees(self.logged_object.rotation_z_rad)),
+            "replays": {
+                label: divergence.metrics.as_dict() for label, divergence in self._object_divergences().items()
+            },
+        }
+
     def write(self, out_dir: Path) -> Path:
-        """Write ``report.html``, ``joints.png`` and ``metrics.json`` into ``out_dir``; returns the HTML path."""
+        """Write ``report.html``, ``joints.png``, ``object.png`` (object poses only) and ``metrics.json``.
+
+        Returns the HTML path.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(self.as_dict(), indent=2) + "\n")
         self._plot(out_dir / "joints.png")
+        if self.logged_object is not None:
+            plot_object(out_dir / "object.png", self.logged_object, self._object_divergences())
         rows = []
         for index, name in enumerate(self.joint_names):
             cells = "".join(
@@ -147,7 +198,7 @@ simulated one.</p>
 </table>
 <p style="font-family:monospace">{summary}</p>
 <img src="joints.png" alt="real and simulated joint angles" style="max-width:100%">
-</body></html>
+{object_html(self.logged_object, self._object_divergences(), self.object_absent_reason)}</body></html>
 """
         path = out_dir / "report.html"
         path.write_text(page)
@@ -272,24 +323,42 @@ def compare_rollout(
     replay_input = ReplayInput.from_log(log, profile)
     replayer = replayer or Replayer(profile)
     period_s = 1.0 / log.header.control_rate_hz
-    nominal = replayer.run(replay_input)
-    replays = [ModelReplay("nominal", nominal, joint_metrics(replay_input.position_rad, nominal, period_s))]
+    logged_object = logged_object_of(replay_input)
+    runs = {"nominal": replayer.run_with_object(replay_input)}
     if dynamics is not None:
-        identified = replayer.run(
+        runs["identified"] = replayer.run_with_object(
             replay_input,
             dynamics_scales(replayer, dynamics),
             dynamics.command_latency_s,
             command_model="servo",
             backlash_rad=dynamics.backlash_per_joint(profile.joint_names),
         )
-        replays.append(
-            ModelReplay("identified", identified, joint_metrics(replay_input.position_rad, identified, period_s))
+    replays = [
+        ModelReplay(
+            label,
+            joints,
+            joint_metrics(replay_input.position_rad, joints, period_s),
+            _divergence(logged_object, replay_input, cube),
         )
+        for label, (joints, cube) in runs.items()
+    ]
     notes = []
     if log.truncated:
         notes.append(f"the log is truncated ({log.truncation_reason}); compared up to its last complete chunk")
     if replay_input.n_ticks < log.n_ticks:
         notes.append(f"replayed {replay_input.n_ticks} of {log.n_ticks} ticks (the rest lack a measurement or target)")
+    if logged_object is not None:
+        if GROUND_TRUTH not in logged_object.source.split(", "):
+            notes.append(
+                f"the object poses come from {logged_object.source!r}, not the simulator's ground truth: the "
+                "divergence includes that source's estimation error"
+            )
+        penetration_m = runs["nominal"][1].start_penetration_m if runs["nominal"][1] is not None else 0.0
+        if penetration_m > PENETRATION_NOTE_M:
+            notes.append(
+                f"the placed cube starts {penetration_m * 1e3:.1f} mm inside the simulated hand (joint zero offsets "
+                "not calibrated, or an object pose off?): contacts push it out at the first step"
+            )
     return CompareReport(
         Path(log_path),
         profile.joint_names,
@@ -298,4 +367,15 @@ def compare_rollout(
         replay_input.target_rad,
         tuple(replays),
         tuple(notes),
+        logged_object,
+        "" if logged_object is not None else no_object_reason(log),
     )
+
+
+def _divergence(
+    logged: LoggedObject | None, replay_input: ReplayInput, cube: ObjectReplay | None
+) -> ObjectDivergence | None:
+    if logged is None or cube is None or replay_input.object_track is None:
+        return None
+    present = replay_input.object_track.present
+    return ObjectDivergence.measure(logged, cube.position_m[present], cube.quat_wxyz[present], cube.start_penetration_m)

@@ -1,8 +1,9 @@
 """The dynamics calibration file: identified sim parameters per joint group, with their fit error.
 
 Every value is a multiplier of the MJCF's nominal parameter (the same quantities, and the same sense, as the
-training randomization's ``[hand]`` scales and ``[timing].command_latency_periods``), so the file can centre
-those ranges and :func:`apply_dynamics` can write it into any compiled scene of the hand.
+training randomization's ``[hand]`` scales and ``[timing].command_latency_periods``), so
+:func:`apply_dynamics` can write it into any compiled scene of the hand (the training environment's nominal
+model with ``--dynamics``) and :func:`centre_randomization` can centre the training ranges on it.
 
 Format (``kind = "dynamics"``)::
 
@@ -31,18 +32,23 @@ latency, the play) is described in :mod:`handrail.calibration.replay`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import mujoco
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from handrail.calibration.errors import CalibrationFileError
-from handrail.calibration.files import atomic_write_text, describe_validation_error, read_toml, to_toml
+from handrail.calibration.files import atomic_write_text, read_calibration_file, to_toml
 from handrail.robot.profile import HandProfile
+
+if TYPE_CHECKING:
+    from handrail.sim.randomization import NonNegativeRange, RandomizationConfig
 
 DYNAMICS_SCHEMA_VERSION = 1
 SCALE_NAMES = (
@@ -121,6 +127,24 @@ class DynamicsCalibration(BaseModel):
                     play[joint_names.index(joint)] = dynamics.backlash_rad
         return play
 
+    def fingerprint(self) -> str:
+        """Short SHA-256 of the file's content (every field; not its formatting, comments or path)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def record(self, path: Path | str | None) -> dict[str, Any]:
+        """What a training run, its policy's metadata and an evaluation record about this file (JSON-able)."""
+        return {
+            "path": None if path is None else str(Path(path).resolve()),
+            "fingerprint": self.fingerprint(),
+            "profile": self.profile,
+            "created": self.created,
+            "command_latency_s": self.command_latency_s,
+            "fit_rmse_before_rad": self.fit_rmse_before_rad,
+            "fit_rmse_after_rad": self.fit_rmse_after_rad,
+            "n_ticks": self.n_ticks,
+        }
+
     def check_profile(self, profile: HandProfile) -> None:
         """Raise CalibrationFileError if this file is for another hand or names joints the profile lacks."""
         if self.profile != profile.name:
@@ -139,25 +163,25 @@ def write_dynamics_calibration(path: Path, calibration: DynamicsCalibration) -> 
     return atomic_write_text(Path(path), to_toml(calibration.model_dump()))
 
 
-def read_dynamics_calibration(path: Path) -> DynamicsCalibration:
-    """Read and validate a dynamics file; CalibrationFileError names the version, kind or field that is wrong."""
+def read_dynamics_calibration(path: Path, profile: HandProfile | None = None) -> DynamicsCalibration:
+    """Read and validate a dynamics file; CalibrationFileError names the version, kind or field that is wrong.
+
+    With ``profile``, the file must also be that hand's (:meth:`DynamicsCalibration.check_profile`).
+    """
     path = Path(path)
-    document = read_toml(path, "dynamics calibration")
-    version = document.get("schema_version")
-    if version != DYNAMICS_SCHEMA_VERSION:
-        raise CalibrationFileError(
-            f"dynamics calibration {path}: schema_version {version!r} is not supported (this handrail reads "
-            f"{DYNAMICS_SCHEMA_VERSION}) — recalibrate with this handrail or upgrade it"
-        )
-    if document.get("kind") != "dynamics":
-        raise CalibrationFileError(
-            f"{path}: kind = {document.get('kind')!r}, but a 'dynamics' calibration file was expected — pass the "
-            "right file"
-        )
-    try:
-        return DynamicsCalibration.model_validate(document)
-    except ValidationError as error:
-        raise CalibrationFileError(describe_validation_error(f"dynamics calibration {path}", error)) from error
+    calibration = read_calibration_file(
+        path,
+        DynamicsCalibration,
+        "dynamics",
+        DYNAMICS_SCHEMA_VERSION,
+        validation_hint="`handrail calibrate dynamics` writes every field: fix the file or identify the hand again",
+    )
+    if profile is not None:
+        try:
+            calibration.check_profile(profile)
+        except CalibrationFileError as error:
+            raise CalibrationFileError(f"{path}: {error}") from error
+    return calibration
 
 
 class NominalHandParameters:
@@ -197,42 +221,28 @@ def apply_dynamics(model: mujoco.MjModel, profile: HandProfile, dynamics: Dynami
     return model
 
 
-# Dynamics-file scale -> the training randomization's [hand] entry it centres.
-RANDOMIZATION_ENTRIES = {
-    "kp_scale": "actuator_kp_scale",
-    "force_limit_scale": "actuator_force_limit_scale",
-    "damping_scale": "joint_damping_scale",
-    "armature_scale": "joint_armature_scale",
-    "frictionloss_scale": "joint_frictionloss_scale",
-}
+def centre_randomization(
+    config: RandomizationConfig, dynamics: DynamicsCalibration, profile: HandProfile, control_rate_hz: float
+) -> RandomizationConfig:
+    """The training randomization ``config`` centred on ``dynamics``, for a model :func:`apply_dynamics` wrote it into.
 
-
-def centre_randomization(config, dynamics: DynamicsCalibration, profile: HandProfile, control_rate_hz: float):
-    """The training randomization ``config`` with its hand and latency ranges moved to centre on ``dynamics``.
-
-    Each ``[hand]`` multiplier range is multiplied by the geometric mean (over joints) of the identified
-    multiplier, keeping its width; ``backlash_rad`` is centred on the mean identified play and
-    ``command_latency_periods`` on the identified latency (both keeping their width, never below 0). The
-    ranges stay hand-wide: the randomization draws every joint from the same range.
+    The ``[hand]`` multipliers keep their numbers: they multiply the model's values, and those are now the
+    identified ones, joint by joint (kv included, which no range randomizes), so every drawn value is centred on
+    the identified parameter of its own joint; their ``source`` says so. Scaling the ranges as well would count
+    the identification twice. ``backlash_rad`` and ``command_latency_periods`` are absolute and belong to the
+    environment, not the model: they are moved to centre on the mean identified play and on the identified
+    latency (at ``control_rate_hz``), keeping their width, never below 0.
     """
     dynamics.check_profile(profile)
-    scales = dynamics.scales_per_joint(profile.joint_names)
-    hand_updates = {}
-    for scale_name, entry in RANDOMIZATION_ENTRIES.items():
-        current = getattr(config.hand, entry)
-        factor = float(np.exp(np.mean(np.log(scales[scale_name]))))
-        hand_updates[entry] = current.model_copy(
-            update={
-                "low": current.low * factor,
-                "high": current.high * factor,
-                "source": f"{current.source}; centred x{factor:.3g} on dynamics calibration {dynamics.created}",
-            }
-        )
-    play = float(np.mean(dynamics.backlash_per_joint(profile.joint_names)))
-    hand_updates["backlash_rad"] = _recentred(config.hand.backlash_rad, play, dynamics.created)
-    latency = _recentred(
-        config.timing.command_latency_periods, dynamics.command_latency_s * control_rate_hz, dynamics.created
-    )
+    label = f"dynamics calibration {dynamics.created} ({dynamics.fingerprint()})"
+    hand_updates: dict[str, Any] = {}
+    for name, entry in config.hand:
+        if name in ("backlash_rad", "fingertip_friction", "joint_zero_offset_rad") or entry is None:
+            continue
+        hand_updates[name] = entry.model_copy(update={"source": f"{entry.source}; x the identified model of {label}"})
+    play_rad = float(np.mean(dynamics.backlash_per_joint(profile.joint_names)))
+    hand_updates["backlash_rad"] = _recentred(config.hand.backlash_rad, play_rad, label)
+    latency = _recentred(config.timing.command_latency_periods, dynamics.command_latency_s * control_rate_hz, label)
     return config.model_copy(
         update={
             "hand": config.hand.model_copy(update=hand_updates),
@@ -241,9 +251,9 @@ def centre_randomization(config, dynamics: DynamicsCalibration, profile: HandPro
     )
 
 
-def _recentred(current, centre: float, created: str):
+def _recentred(current: NonNegativeRange, centre: float, label: str) -> NonNegativeRange:
     half_width = 0.5 * (current.high - current.low)
     low = max(0.0, centre - half_width)
     return current.model_copy(
-        update={"low": low, "high": low + 2 * half_width, "source": f"{current.source}; centred on {created}"}
+        update={"low": low, "high": low + 2 * half_width, "source": f"{current.source}; centred on {label}"}
     )

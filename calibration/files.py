@@ -35,7 +35,6 @@ import datetime
 import math
 import os
 import tempfile
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -43,6 +42,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from handrail import toml_file
 from handrail.calibration.errors import CalibrationFileError
 from handrail.vision.camera import Intrinsics
 
@@ -138,7 +138,7 @@ class ExtrinsicsCalibration(_CalibrationFile):
         return np.array(self.T_hand_camera, dtype=float)
 
 
-_FileModel = TypeVar("_FileModel", bound=_CalibrationFile)
+_Document = TypeVar("_Document", bound=BaseModel)
 
 
 def now_iso() -> str:
@@ -163,15 +163,26 @@ def read_camera_calibration(path: Path) -> CameraCalibration:
         CalibrationFileError: missing or unreadable file, bad TOML, unknown ``schema_version``, another
             ``kind``, or a malformed field (the message names it).
     """
-    return _read(Path(path), CameraCalibration, "camera", CAMERA_SCHEMA_VERSION)
+    return read_calibration_file(Path(path), CameraCalibration, "camera", CAMERA_SCHEMA_VERSION)
 
 
 def read_extrinsics_calibration(path: Path) -> ExtrinsicsCalibration:
     """Read and validate an extrinsics calibration file (failure modes as :func:`read_camera_calibration`)."""
-    return _read(Path(path), ExtrinsicsCalibration, "extrinsics", EXTRINSICS_SCHEMA_VERSION)
+    return read_calibration_file(Path(path), ExtrinsicsCalibration, "extrinsics", EXTRINSICS_SCHEMA_VERSION)
 
 
-def _read(path: Path, model: type[_FileModel], kind: str, version: int) -> _FileModel:
+def read_calibration_file(
+    path: Path, model: type[_Document], kind: str, version: int, *, validation_hint: str = ""
+) -> _Document:
+    """Read a calibration file of ``kind``: TOML, then its ``schema_version`` and ``kind``, then ``model``.
+
+    Every calibration file (camera, extrinsics, joints, dynamics) goes through here, so they all reject an
+    unknown version, a file of another kind and a malformed field the same way. ``validation_hint`` is a
+    line appended when a field is malformed (how to get a correct file).
+
+    Raises:
+        CalibrationFileError: naming the file and the version, kind or field that is wrong.
+    """
     document = read_toml(path, f"{kind} calibration")
     found_version = document.get("schema_version")
     if found_version != version:
@@ -187,20 +198,11 @@ def _read(path: Path, model: type[_FileModel], kind: str, version: int) -> _File
     try:
         return model.model_validate(document)
     except ValidationError as error:
-        raise CalibrationFileError(describe_validation_error(f"{kind} calibration {path}", error)) from error
-
-
+        message = describe_validation_error(f"{kind} calibration {path}", error)
+        raise CalibrationFileError(message + (f"\n  ({validation_hint})" if validation_hint else "")) from error
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """Parse ``path`` as TOML, or raise :class:`CalibrationFileError` naming ``what`` and the problem."""
-    if not path.is_file():
-        raise CalibrationFileError(f"{what} {path} does not exist — check the path")
-    try:
-        with path.open("rb") as stream:
-            return tomllib.load(stream)
-    except tomllib.TOMLDecodeError as error:
-        raise CalibrationFileError(f"{what} {path} is not valid TOML: {error} — fix the syntax there") from error
-    except OSError as error:
-        raise CalibrationFileError(f"{what} {path} cannot be read: {error}") from error
+    return toml_file.read_toml(path, what, CalibrationFileError)
 
 
 def describe_validation_error(what: str, error: ValidationError) -> str:

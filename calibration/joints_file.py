@@ -21,10 +21,9 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from handrail.calibration.errors import CalibrationFileError
-from handrail.calibration.files import atomic_write_text, describe_validation_error, read_toml, to_toml
+from handrail.calibration.files import atomic_write_text, read_calibration_file, to_toml
 
 # The profile loader's CALIBRATION_SCHEMA_VERSION: the overlay is the robot stage's contract.
 JOINTS_SCHEMA_VERSION = 1
@@ -77,20 +76,4 @@ def read_joints_calibration(path: Path) -> JointsCalibration:
         CalibrationFileError: missing file, bad TOML, unknown ``schema_version``, another ``kind``, or a
             malformed field (the message names it).
     """
-    path = Path(path)
-    document = read_toml(path, "joints calibration")
-    version = document.get("schema_version")
-    if version != JOINTS_SCHEMA_VERSION:
-        raise CalibrationFileError(
-            f"joints calibration {path}: schema_version {version!r} is not supported (this handrail reads "
-            f"{JOINTS_SCHEMA_VERSION}) — recalibrate with this handrail or upgrade it"
-        )
-    if document.get("kind") != "joints":
-        raise CalibrationFileError(
-            f"{path}: kind = {document.get('kind')!r}, but a 'joints' calibration file was expected — pass the "
-            "right file"
-        )
-    try:
-        return JointsCalibration.model_validate(document)
-    except ValidationError as error:
-        raise CalibrationFileError(describe_validation_error(f"joints calibration {path}", error)) from error
+    return read_calibration_file(Path(path), JointsCalibration, "joints", JOINTS_SCHEMA_VERSION)

@@ -2,11 +2,13 @@
 
 :class:`Replayer` compiles the scene the virtual hand and the training environment use
 (:func:`~handrail.sim.model.build_scene_for_profile`: the hand's position actuators, the cube on the palm),
-puts the hand in the log's first measured state (positions and velocities; the cube where the scene puts
-it), and feeds it the logged targets: each tick's target held from that tick's time plus the command
+puts the hand in the log's first measured state (positions and velocities) and the cube at the log's first
+object pose (see :class:`ObjectTrack`; a log without one leaves the cube where the scene's home keyframe
+rests it), and feeds it the logged targets: each tick's target held from that tick's time plus the command
 latency until the next one takes over (a switch inside a physics step is blended by the fraction of the
 step after it, so the result is continuous in the latency). It samples the joint angles at the logged tick
-times. One replay is one :func:`mujoco.rollout.rollout` call (a few ms per simulated second).
+times, and (:meth:`Replayer.run_with_object`) the cube's pose in the hand frame at the times the logged poses
+were captured. One replay is one :func:`mujoco.rollout.rollout` call (a few ms per simulated second).
 
 Two command models:
 
@@ -24,7 +26,7 @@ Two command models:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import mujoco
 import numpy as np
@@ -35,7 +37,78 @@ from handrail.calibration.dynamics_file import SCALE_NAMES, DynamicsCalibration,
 from handrail.calibration.errors import CalibrationError
 from handrail.deploy.rollout_reader import RolloutLog
 from handrail.robot.profile import HandProfile
+from handrail.sim import leap
+from handrail.sim.hand_frame import HandFrame
 from handrail.sim.model import build_scene_for_profile
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectTrack:
+    """The object poses a log recorded, in the hand (palm) frame, one row per tick (T); NaN where a tick had none.
+
+    The first row always holds a pose: it is where a replay places the cube. ``captured_s`` is when each pose
+    was captured, on the ticks' clock [s]: the tick's start, plus its bus read (the loop asks the pose source
+    after reading the joints), minus the pose's logged age. ``source`` names the pose source(s) in the log
+    (``ground_truth`` for the virtual hand's simulator, a camera pipeline's name otherwise).
+    """
+
+    captured_s: NDArray[np.float64]  # (T,)
+    position_m: NDArray[np.float64]  # (T, 3) hand frame
+    quat_wxyz: NDArray[np.float64]  # (T, 4) hand frame
+    source: str
+
+    def __post_init__(self) -> None:
+        n_ticks = self.captured_s.shape[0]
+        if self.position_m.shape != (n_ticks, 3) or self.quat_wxyz.shape != (n_ticks, 4):
+            raise ValueError(
+                f"object track: position_m {self.position_m.shape} and quat_wxyz {self.quat_wxyz.shape} must be "
+                f"({n_ticks}, 3) and ({n_ticks}, 4)"
+            )
+        if n_ticks == 0 or not self.present[0]:
+            raise ValueError("an object track starts with a pose (its first row is where the cube is placed)")
+
+    @classmethod
+    def from_log(cls, log: RolloutLog, stop: int) -> ObjectTrack | None:
+        """The poses of the log's first ``stop`` ticks; None when its first tick has no finite pose."""
+        position = log.pose_position_m[:stop]
+        orientation = log.pose_quat_wxyz[:stop]
+        read_s = np.nan_to_num(log.latency_ms["read"][:stop]) / 1e3
+        captured_s = log.time_s[:stop] + read_s - log.pose_age_s[:stop]
+        present = np.isfinite(position).all(axis=1) & np.isfinite(orientation).all(axis=1) & np.isfinite(captured_s)
+        if stop == 0 or not present[0]:
+            return None
+        sources = sorted({source for source, here in zip(log.pose_source[:stop], present, strict=True) if here})
+        return cls(
+            np.where(present, captured_s, np.nan),
+            np.where(present[:, None], position, np.nan),
+            np.where(present[:, None], orientation, np.nan),
+            ", ".join(source or "unnamed" for source in sources),
+        )
+
+    @property
+    def present(self) -> NDArray[np.bool_]:
+        """(T,) the tick has a pose."""
+        return np.isfinite(self.captured_s)
+
+    def window(self, start: int, stop: int) -> ObjectTrack | None:
+        """Ticks ``start:stop``; None when tick ``start`` has no pose."""
+        if not self.present[start]:
+            return None
+        return ObjectTrack(
+            self.captured_s[start:stop], self.position_m[start:stop], self.quat_wxyz[start:stop], self.source
+        )
+
+
+class ObjectReplay(NamedTuple):
+    """The replayed cube at the track's capture times, in the hand frame; NaN rows where the log had no pose.
+
+    ``start_penetration_m``: how deep [m] the placed cube started inside the hand or another body (0 when
+    clear); contact forces push it out at once, so a deep start spoils the comparison from the first step.
+    """
+
+    position_m: NDArray[np.float64]  # (T, 3)
+    quat_wxyz: NDArray[np.float64]  # (T, 4)
+    start_penetration_m: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,12 +121,15 @@ class ReplayInput:
     target_rad: NDArray[np.float64]  # (T, n) commanded after safety
     max_speed_rad_s: NDArray[np.float64]  # (n,) the run's speed limits: the servos' Profile Velocity
     max_accel_rad_s2: NDArray[np.float64]  # (n,) the run's acceleration limits: their Profile Acceleration
+    object_track: ObjectTrack | None = None  # the logged cube; None: the cube rests where the scene puts it
 
     def __post_init__(self) -> None:
         n_ticks = self.time_s.shape[0]
         for name in ("position_rad", "velocity_rad_s", "target_rad"):
             if getattr(self, name).shape[0] != n_ticks:
                 raise ValueError(f"{name} has {getattr(self, name).shape[0]} ticks, time_s has {n_ticks}")
+        if self.object_track is not None and self.object_track.captured_s.shape[0] != n_ticks:
+            raise ValueError(f"object_track has {self.object_track.captured_s.shape[0]} ticks, time_s has {n_ticks}")
         if n_ticks < 2:
             raise CalibrationError("a replay needs at least two ticks")
 
@@ -62,7 +138,7 @@ class ReplayInput:
         """The log's ticks up to the first without a finite measurement or target; limits from its header.
 
         The header's safety limits are the ones the run enforced (speed-scaled); a log without them gets
-        ``profile``'s.
+        ``profile``'s. The object track is the log's object poses when its first tick has one, else None.
         """
         finite = np.all(np.isfinite(log.position_rad), axis=1) & np.all(np.isfinite(log.target_rad), axis=1)
         finite &= np.isfinite(log.time_s)
@@ -78,10 +154,11 @@ class ReplayInput:
             log.target_rad[:stop],
             np.asarray(max_speed, dtype=np.float64),
             np.asarray(max_accel, dtype=np.float64),
+            ObjectTrack.from_log(log, stop),
         )
 
     def window(self, start: int, stop: int) -> ReplayInput:
-        """Ticks ``start:stop`` as their own replay input."""
+        """Ticks ``start:stop`` as their own replay input (no object track where tick ``start`` has no pose)."""
         return ReplayInput(
             self.time_s[start:stop],
             self.position_rad[start:stop],
@@ -89,6 +166,7 @@ class ReplayInput:
             self.target_rad[start:stop],
             self.max_speed_rad_s,
             self.max_accel_rad_s2,
+            None if self.object_track is None else self.object_track.window(start, stop),
         )
 
     @property
@@ -108,6 +186,9 @@ class Replayer:
         self.dof_ids = self.nominal.dof_ids
         self.actuator_ids = self.nominal.actuator_ids
         self.timestep_s = float(self.model.opt.timestep)
+        self.hand_frame = HandFrame.of_model(self.model)
+        self.cube_qpos_id = int(self.model.joint(leap.CUBE_JOINT_NAME).qposadr[0])
+        self.cube_body_id = int(self.model.body(leap.CUBE_BODY_NAME).id)
         self._state_kind = mujoco.mjtState.mjSTATE_FULLPHYSICS
         self._setpoint_cache: dict[tuple, tuple[ReplayInput, tuple[NDArray[np.float64], ...]]] = {}
 
@@ -128,14 +209,32 @@ class Replayer:
         follows the set-point through a dead band of that width (the play operator) and the reading is the
         link angle plus the play taken up, as an encoder on the motor side sees it.
         """
+        return self.run_with_object(replay_input, scales, command_latency_s, command_model, backlash_rad)[0]
+
+    def run_with_object(
+        self,
+        replay_input: ReplayInput,
+        scales: dict[str, NDArray[np.float64]] | None = None,
+        command_latency_s: float = 0.0,
+        command_model: Literal["position", "servo"] = "position",
+        backlash_rad: NDArray[np.float64] | None = None,
+    ) -> tuple[NDArray[np.float64], ObjectReplay | None]:
+        """:meth:`run`'s joint angles, and the cube where the input has an object track (else None)."""
         self.nominal.apply(self.model, scales if scales is not None else self.nominal_scales())
         data = self.data
         mujoco.mj_resetDataKeyframe(self.model, data, 0)
         data.qpos[self.qpos_ids] = replay_input.position_rad[0]
-        data.qvel[:] = 0.0
+        track = replay_input.object_track
+        if track is not None:
+            cube = self.cube_qpos_id
+            orientation = self.hand_frame.rotations_to_world(track.quat_wxyz[0])
+            data.qpos[cube : cube + 3] = self.hand_frame.points_to_world(track.position_m[0])
+            data.qpos[cube + 3 : cube + 7] = orientation / np.linalg.norm(orientation)
+        data.qvel[:] = 0.0  # the cube too: the log has no object velocity
         data.qvel[self.dof_ids] = replay_input.velocity_rad_s[0]
         data.ctrl[self.actuator_ids] = replay_input.target_rad[0]
         mujoco.mj_forward(self.model, data)
+        start_penetration_m = self._object_penetration_m()
         state = np.empty(mujoco.mj_stateSize(self.model, self._state_kind))
         mujoco.mj_getState(self.model, data, state, self._state_kind)
 
@@ -154,8 +253,38 @@ class Replayer:
             play_taken_up[1:] = setpoint - link_setpoint
         control[:, self.actuator_ids] = held
         states, _ = rollout.rollout(self.model, data, state[None], control[None], persistent_pool=False)
-        qpos = np.concatenate([state[None, 1 : 1 + self.model.nq], states[0, :, 1 : 1 + self.model.nq]])
-        return qpos[sample_steps][:, self.qpos_ids] + play_taken_up[sample_steps]
+        qpos = np.concatenate(
+            [state[None, 1 : 1 + self.model.nq], states[0, :, 1 : 1 + self.model.nq]]
+        )  # (steps+1, nq)
+        joints = qpos[sample_steps][:, self.qpos_ids] + play_taken_up[sample_steps]
+        if track is None:
+            return joints, None
+        return joints, self._object_at(qpos, track, replay_input.time_s[0], start_penetration_m)
+
+    def _object_at(
+        self, qpos: NDArray[np.float64], track: ObjectTrack, start_s: float, start_penetration_m: float
+    ) -> ObjectReplay:
+        """The cube in the hand frame at the physics steps nearest the track's capture times (NaN where none)."""
+        present = track.present
+        steps = np.rint((np.where(present, track.captured_s, start_s) - start_s) / self.timestep_s)
+        steps = np.clip(steps, 0, qpos.shape[0] - 1).astype(np.int64)
+        cube = self.cube_qpos_id
+        position = self.hand_frame.points_to_hand(qpos[steps, cube : cube + 3])
+        orientation = self.hand_frame.rotations_to_hand(qpos[steps, cube + 3 : cube + 7])
+        return ObjectReplay(
+            np.where(present[:, None], position, np.nan),
+            np.where(present[:, None], orientation, np.nan),
+            start_penetration_m,
+        )
+
+    def _object_penetration_m(self) -> float:
+        """The deepest contact of the cube after ``mj_forward`` [m] (0 when nothing overlaps it)."""
+        data, body_of_geom = self.data, self.model.geom_bodyid
+        depth = 0.0
+        for contact in data.contact[: data.ncon]:
+            if self.cube_body_id in (body_of_geom[contact.geom1], body_of_geom[contact.geom2]):
+                depth = max(depth, -float(contact.dist))
+        return depth
 
     def _held_commands(
         self, replay_input: ReplayInput, elapsed_s: NDArray[np.float64], n_steps: int, latency_s: float

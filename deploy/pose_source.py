@@ -15,12 +15,11 @@ import threading
 import time
 from typing import Protocol
 
-import mujoco
 import numpy as np
 
 from handrail.robot.emulator import VirtualHandProcess
 from handrail.robot.profile import HandProfile
-from handrail.sim import quat
+from handrail.sim.hand_frame import HandFrame
 from handrail.sim.model import build_scene_for_profile
 from handrail.sim.observation import ObjectPoseEstimate
 
@@ -39,15 +38,6 @@ class PoseSource(Protocol):
     def close(self) -> None: ...
 
 
-def palm_pose_in_world(profile: HandProfile) -> tuple[np.ndarray, np.ndarray]:
-    """The palm's fixed position [m] and orientation (wxyz) in the scene's world frame."""
-    model = build_scene_for_profile(profile)
-    data = mujoco.MjData(model)
-    mujoco.mj_kinematics(model, data)
-    palm = model.body("palm").id
-    return data.xpos[palm].copy(), data.xquat[palm].copy()
-
-
 class PolledPose:
     """Shared by the pose sources that a thread of their own feeds: the newest pose in the hand frame, its age.
 
@@ -58,16 +48,15 @@ class PolledPose:
     name = "polled"
 
     def __init__(self, profile: HandProfile):
-        self._palm_position, palm_quat = palm_pose_in_world(profile)
-        self._palm_inverse = quat.conjugate(palm_quat)
+        self._hand_frame = HandFrame.of_model(build_scene_for_profile(profile))
         self._latest: tuple[float, np.ndarray, np.ndarray] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _store(self, captured_s: float, position_world_m: np.ndarray, quat_world_wxyz: np.ndarray) -> None:
         """Keep a pose captured at ``captured_s`` (monotonic) given in the world frame."""
-        in_hand = quat.rotate(self._palm_inverse, position_world_m - self._palm_position)
-        self._latest = (captured_s, in_hand, quat.multiply(self._palm_inverse, quat_world_wxyz))
+        frame = self._hand_frame
+        self._latest = (captured_s, frame.points_to_hand(position_world_m), frame.rotations_to_hand(quat_world_wxyz))
 
     def latest(self) -> ObjectPoseEstimate | None:
         latest = self._latest

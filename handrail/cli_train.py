@@ -29,6 +29,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         episode_steps=args.episode_steps,
         task_overrides=parse_task_overrides(args.task_set),
         hyper=hyperparameters_for(args.task, args.envs, args.set),
+        dynamics=Path(args.dynamics) if args.dynamics else None,
     )
     latest = train(config)
     print(f"wrote {latest} (checkpoints in {config.out / 'checkpoints'}, metrics in {config.out / 'progress.csv'})")
@@ -49,6 +50,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_envs=args.envs,
         episode_steps=args.episode_steps,
+        dynamics=Path(args.dynamics) if args.dynamics else None,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -83,6 +85,11 @@ def add_training_commands(commands: Any) -> None:
         metavar="NAME=VALUE",
         help="override a task setting, e.g. drop_weight=25 (with --resume: a curriculum step)",
     )
+    train.add_argument(
+        "--dynamics",
+        metavar="TOML",
+        help="dynamics calibration (handrail calibrate dynamics): train on the identified hand, DR centred on it",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_cmd_train)
 
@@ -98,5 +105,8 @@ def add_training_commands(commands: Any) -> None:
     evaluate.add_argument("--seed", type=int, default=1000, help="evaluation seed (default 1000, unlike training's)")
     evaluate.add_argument("--envs", type=int, default=None, help="hands stepped together (default min(episodes, 32))")
     evaluate.add_argument("--episode-steps", type=int, default=None, help="episode length in control steps")
+    evaluate.add_argument(
+        "--dynamics", metavar="TOML", help="dynamics calibration: evaluate on the identified hand (DR centred on it)"
+    )
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     evaluate.set_defaults(handler=_cmd_eval)

@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import math
-import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from handrail.robot.errors import ProfileError
+from handrail.toml_file import read_toml
 
 PROFILE_SCHEMA_VERSION = 1
 CALIBRATION_SCHEMA_VERSION = 1
@@ -212,15 +212,7 @@ def default_profile_path() -> Path:
 
 
 def _read_toml(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ProfileError(f"{what} {path} does not exist — check the path (bundled: {default_profile_path()})")
-    try:
-        with path.open("rb") as stream:
-            return tomllib.load(stream)
-    except tomllib.TOMLDecodeError as error:
-        raise ProfileError(f"{what} {path} is not valid TOML: {error} — fix the syntax at that line") from error
-    except OSError as error:
-        raise ProfileError(f"{what} {path} cannot be read: {error}") from error
+    return read_toml(path, what, ProfileError, missing_hint=f"check the path (bundled: {default_profile_path()})")
 
 
 def _describe_validation_error(path: Path, error: ValidationError, document: Mapping[str, Any]) -> str:

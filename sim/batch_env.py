@@ -24,6 +24,13 @@ episode (drawn by :func:`~handrail.sim.randomization.sample_episode`):
 - random pushes on the cube, and (in the model) masses, sizes, frictions, damping, armature,
   frictionloss, servo gains, force limits and gravity tilt.
 
+With a dynamics calibration (``dynamics``, from ``handrail calibrate dynamics``) the nominal model is the
+identified hand: :func:`~handrail.calibration.dynamics_file.apply_dynamics` writes its per-joint multipliers
+of the MJCF's parameters into the scene (its force limit replaces the servo torque cap below), the
+randomization multiplies those values and its latency and backlash ranges are centred on the identified
+ones (:func:`~handrail.calibration.dynamics_file.centre_randomization`); without randomization every
+episode has the identified latency and per-joint play.
+
 A hand whose simulation goes unstable (MuJoCo resets it) ends its episode as truncated.
 With ``autoreset`` (training), hands whose episode ended are reset inside :meth:`step`; their last
 observation is returned in :attr:`StepResult.terminal_obs`.
@@ -40,12 +47,14 @@ import mujoco.batch
 import numpy as np
 from numpy.typing import NDArray
 
+from handrail.calibration.dynamics_file import DynamicsCalibration, apply_dynamics, centre_randomization
 from handrail.errors import HandrailError
-from handrail.robot.profile import HandProfile, load_profile
+from handrail.robot.profile import HandProfile, JointSpec, load_profile
 from handrail.robot.safety_filter import INTERVENTION_KINDS, BatchTargetFilter
 from handrail.robot.safety_limits import SafetyLimits
 from handrail.sim import leap, quat
 from handrail.sim.actions import ActionMap
+from handrail.sim.hand_frame import HandFrame, HandFrameError
 from handrail.sim.model import build_scene_for_profile
 from handrail.sim.observation import DEFAULT_MAX_POSE_AGE_S, BatchObservationBuilder, default_spec
 from handrail.sim.randomization import (
@@ -130,21 +139,24 @@ class _HandParameters:
         return cls(**values)
 
 
-def _limit_servo_torque(model: mujoco.MjModel, profile: HandProfile) -> None:
+def _limit_servo_torque(model: mujoco.MjModel, profile: HandProfile, joints: list[JointSpec]) -> None:
     """Cap each hand actuator's force at what its servo delivers at the profile's current limit [N·m].
 
     The MJCF's force range is the servo's stall torque; on the hand the firmware holds the current at the
     profile's limit, so a finger pushes with at most current limit x torque constant. (Found on the virtual
     hand: a policy trained with the stall torque curls its fingers into poses the current-limited servos
-    cannot reach.) Domain randomization then scales this nominal value.
+    cannot reach.) Domain randomization then scales this nominal value. A force range already below the cap
+    (an identified one) is kept: the cap is what the current limit allows, never more.
     """
     from handrail.robot.motors import motor_facts
 
     facts = motor_facts(profile.bus.motor_model)
-    for joint in profile.joints:
+    for joint in joints:
         # The joint's torque: the motor's, times the gear ratio (motor turns per joint turn).
         torque_nm = facts.torque_constant_nm_per_a * joint.current_limit_ma / 1000.0 * joint.gear_ratio
         actuator = model.actuator(joint.mjcf_actuator).id
+        if model.actuator_forcelimited[actuator]:
+            torque_nm = min(torque_nm, float(np.min(np.abs(model.actuator_forcerange[actuator]))))
         model.actuator_forcelimited[actuator] = 1
         model.actuator_forcerange[actuator] = (-torque_nm, torque_nm)
 
@@ -153,8 +165,8 @@ class BatchHandEnv:
     """N hands in MuJoCo with one task (``"pose"`` or ``"rotate-z"``), randomized per episode and hand.
 
     Exposes what the exporter writes into the policy file (``observation_spec``, ``action_map``,
-    ``safety_limits``, ``profile``, ``history``, ``max_pose_age_s``), the nominal ``model``, the ``batch``,
-    and ``samples`` (each hand's current randomization draw).
+    ``safety_limits``, ``profile``, ``history``, ``max_pose_age_s``), the nominal ``model`` (the identified
+    hand with ``dynamics``), the ``batch``, and ``samples`` (each hand's current randomization draw).
     """
 
     def __init__(
@@ -171,12 +183,20 @@ class BatchHandEnv:
         seed: int | None = None,
         nthread: int = 0,
         autoreset: bool = True,
+        dynamics: DynamicsCalibration | None = None,
     ):
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise EnvError(f"n_envs = {n_envs!r} must be a positive integer")
         self.profile = profile if profile is not None else load_profile()
         if randomization is None:
             randomization = load_randomization() if dr else nominal_randomization()
+        self.dynamics = dynamics
+        if dynamics is not None:
+            dynamics.check_profile(self.profile)
+            if randomization.enabled:
+                randomization = centre_randomization(
+                    randomization, dynamics, self.profile, self.profile.control_rate_hz
+                )
         self.randomization = randomization
         self.dr = bool(randomization.enabled)
         self.n_envs = n_envs
@@ -191,7 +211,7 @@ class BatchHandEnv:
         # period: the policy's clock is the profile's, never a rounded one.
         self.n_substeps = max(1, round(self.control_period_s / model.opt.timestep))
         model.opt.timestep = self.control_period_s / self.n_substeps
-        _limit_servo_torque(model, self.profile)
+        self._set_nominal_hand(model)
         self.model = model
         self._nominal = ModelSnapshot.take(model)
         joints = self.profile.joints
@@ -206,7 +226,7 @@ class BatchHandEnv:
         self._cube_qpos = int(model.jnt_qposadr[model.joint(leap.CUBE_JOINT_NAME).id])
         self._cube_dof = int(model.jnt_dofadr[model.joint(leap.CUBE_JOINT_NAME).id])
         self._cube_half_edge_m = float(model.geom_size[model.geom(leap.CUBE_GEOM_NAME).id][2])
-        self._palm_position_m, self._palm_quat = self._palm_pose(model)
+        self._hand_frame = self._palm_frame(model)
 
         self.safety_limits = SafetyLimits.from_profile(self.profile)
         self.start_pose_rad = self._start_pose(self.task.name)
@@ -234,14 +254,31 @@ class BatchHandEnv:
 
     # ---- set-up --------------------------------------------------------------------------------------------
 
+    def _set_nominal_hand(self, model: mujoco.MjModel) -> None:
+        """The hand's nominal servo and joint parameters: identified where the dynamics file has them, else capped."""
+        profile, dynamics = self.profile, self.dynamics
+        # Without randomization, episodes get the identified latency and play (with it, the centred ranges).
+        self._identified_latency_periods: float | None = None
+        self._identified_backlash_rad: NDArray[np.float64] | None = None
+        if dynamics is None:
+            _limit_servo_torque(model, profile, list(profile.joints))
+            return
+        # The file's multipliers are of the MJCF's values (the replay identified them on the uncapped scene), so
+        # they go onto the fresh scene; then every joint is capped at its current-limited torque. An identified
+        # force limit above the cap is not a stronger servo but a joint the excitation never loaded (the fit
+        # drifts to its bound there), so the cap wins; a weaker identified one is kept.
+        apply_dynamics(model, profile, dynamics)
+        _limit_servo_torque(model, profile, list(profile.joints))
+        if not self.dr:
+            self._identified_latency_periods = dynamics.command_latency_s / self.control_period_s
+            self._identified_backlash_rad = dynamics.backlash_per_joint(profile.joint_names)
+
     @staticmethod
-    def _palm_pose(model: mujoco.MjModel) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        palm_id = model.body("palm").id
-        if model.body_weldid[palm_id] != 0:
-            raise EnvError("the palm must be fixed to the world (the hand frame is the palm's); found joints above it")
-        data = mujoco.MjData(model)
-        mujoco.mj_kinematics(model, data)
-        return data.xpos[palm_id].copy(), data.xquat[palm_id].copy()
+    def _palm_frame(model: mujoco.MjModel) -> HandFrame:
+        try:
+            return HandFrame.of_model(model)
+        except HandFrameError as error:
+            raise EnvError(str(error)) from error
 
     def _start_pose(self, task: str) -> NDArray[np.float64]:
         """Where episodes start [rad]: rotate-z's grasp-ready pose for the LEAP joints, else the home pose."""
@@ -353,9 +390,14 @@ class BatchHandEnv:
     def _draw_randomization(self, hands: NDArray[np.intp]) -> None:
         """Draw each hand's episode randomization; write the physical part into its simulation's model."""
         params, substeps = self._params, self.n_substeps
-        palm_inverse = quat.conjugate(self._palm_quat)
         for hand in hands.tolist():
             sample = sample_episode(self.randomization, self._dr_rng, self.n_joints)
+            if self._identified_backlash_rad is not None and self._identified_latency_periods is not None:
+                sample = dataclasses.replace(
+                    sample,
+                    command_latency_periods=self._identified_latency_periods,
+                    backlash_rad=self._identified_backlash_rad.copy(),
+                )
             self.samples[hand] = sample
             params.zero_offset_rad[hand] = sample.joint_zero_offset_rad
             params.backlash_rad[hand] = sample.backlash_rad
@@ -364,7 +406,7 @@ class BatchHandEnv:
             params.joint_delay_steps[hand] = min(sample.joint_observation_delay_steps, 1)
             params.pose_latency_steps[hand] = min(sample.object_pose_latency_steps, _POSE_FRAMES - 1)
             params.joint_noise_std_rad[hand] = sample.joint_position_noise_std_rad
-            params.object_offset_hand_m[hand] = quat.rotate(palm_inverse, sample.object_position_offset_m)
+            params.object_offset_hand_m[hand] = self._hand_frame.vectors_to_hand(sample.object_position_offset_m)
             params.object_noise_std_m[hand] = sample.object_position_noise_std_m
             params.object_rotation_offset_rotvec[hand] = sample.object_rotation_offset_rotvec_rad
             params.object_rotation_noise_std_rad[hand] = sample.object_rotation_noise_std_rad
@@ -534,19 +576,19 @@ class BatchHandEnv:
         index = slice(None) if hands is None else hands
         cube = self._cube_qpos
         qpos = self._qpos[index]
-        palm_inverse = quat.conjugate(self._palm_quat)
-        position_m = quat.rotate(palm_inverse, qpos[:, cube : cube + 3] - self._palm_position_m)
+        frame = self._hand_frame
+        position_m = frame.points_to_hand(qpos[:, cube : cube + 3])
         cube_quat = qpos[:, cube + 3 : cube + 7]
-        orientation = quat.multiply(palm_inverse, cube_quat)
+        orientation = frame.rotations_to_hand(cube_quat)
         # A free joint's angular velocity is in the body's own frame.
         local_spin = self._qvel[index][:, self._cube_dof + 3 : self._cube_dof + 6]
-        spin = quat.rotate(palm_inverse, quat.rotate(cube_quat, local_spin))
+        spin = frame.vectors_to_hand(quat.rotate(cube_quat, local_spin))
         return position_m, orientation, spin
 
     def _fingertips_in_hand_frame(self) -> NDArray[np.float64]:
         """Fingertip sites in the palm frame [m], (N, tips, 3), as of the last physics substep's start."""
         tips = self._site_xpos[:, self._tip_site_ids]
-        return quat.rotate(quat.conjugate(self._palm_quat), tips - self._palm_position_m)
+        return self._hand_frame.points_to_hand(tips)
 
     def _capture(
         self, hands: NDArray[np.intp] | slice, position_m: NDArray[np.float64], orientation: NDArray[np.float64]

@@ -19,6 +19,7 @@ import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
+from handrail.calibration.dynamics_file import DynamicsCalibration
 from handrail.robot.profile import HandProfile
 from handrail.sim.batch_env import BatchHandEnv
 from handrail.sim.observation import DEFAULT_MAX_POSE_AGE_S
@@ -34,7 +35,8 @@ class HandEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
 
     Exposes ``observation_spec``, ``action_map`` and ``safety_limits`` (what the exporter writes into the
     policy file), ``profile``, ``core`` (the one-hand :class:`BatchHandEnv`), ``model``/``data`` (copies of
-    the simulation's current model and state) and ``episode_randomization`` (the current draw).
+    the simulation's current model and state) and ``episode_randomization`` (the current draw). With ``dynamics``
+    (a dynamics calibration) the hand is the identified one, as in :class:`BatchHandEnv`.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
@@ -49,6 +51,7 @@ class HandEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         task_config: PoseConfig | RotateZConfig | None = None,
         history: int = 1,
         max_pose_age_s: float = DEFAULT_MAX_POSE_AGE_S,
+        dynamics: DynamicsCalibration | None = None,
     ):
         self.core = BatchHandEnv(
             task,
@@ -61,6 +64,7 @@ class HandEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
             max_pose_age_s=max_pose_age_s,
             nthread=1,
             autoreset=False,
+            dynamics=dynamics,
         )
         core = self.core
         self.profile = core.profile

@@ -7,20 +7,26 @@ whole episodes (so that short, failed episodes are not over-counted); actions ar
 Scores: for ``rotate-z`` the mean cube angular velocity about the palm normal over each episode [rad/s]
 (averaged over episodes), the total rotation per episode [rad] and the drop rate (episodes that ended
 with the cube off the palm); for ``pose`` the joint error at the end of the episode [rad].
+
+With a dynamics calibration (``handrail eval --dynamics FILE``) the simulator is the identified hand: its
+nominal model with ``--no-dr``, the randomization centred on it otherwise (see
+:class:`~handrail.sim.batch_env.BatchHandEnv`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from handrail.calibration.dynamics_file import DynamicsCalibration, read_dynamics_calibration
 from handrail.errors import HandrailError
+from handrail.robot.profile import load_profile
 from handrail.sim.batch_env import BatchHandEnv
 from handrail.sim.tasks import POSE, ROTATE_Z
 
@@ -101,6 +107,7 @@ class EvalReport:
     drop_rate: float | None = None
     final_joint_error_rad: float | None = None
     policy: str = ""
+    dynamics: dict[str, Any] | None = None  # the dynamics calibration the sim was built from (its record)
 
     def as_dict(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -109,6 +116,11 @@ class EvalReport:
         lines = [
             f"{self.task}, DR {'on' if self.dr else 'off'}, {self.episodes} episodes, seed {self.seed} — {self.policy}"
         ]
+        if self.dynamics is not None:
+            lines.append(
+                f"  identified dynamics: {self.dynamics['path']} ({self.dynamics['fingerprint']}, fit RMSE "
+                f"{self.dynamics['fit_rmse_after_rad']:.4f} rad)"
+            )
         if self.mean_angular_velocity_rad_s is not None:
             lines.append(f"  mean cube angular velocity about z: {self.mean_angular_velocity_rad_s:+.3f} rad/s")
             lines.append(f"  mean rotation per episode:          {self.mean_rotation_rad:+.2f} rad")
@@ -129,12 +141,14 @@ def evaluate(
     n_envs: int | None = None,
     episode_steps: int | None = None,
     history: int = 1,
+    dynamics: DynamicsCalibration | str | Path | None = None,
 ) -> EvalReport:
     """Play ``episodes`` episodes of ``task`` with ``policy`` and score them.
 
     ``policy`` is a :class:`PolicyUnderTest` (its task and history are used, ``task`` must agree) or a bare
     function of observations (then ``task`` is required). Each of ``n_envs`` hands (default: up to 32)
-    plays ceil(episodes / n_envs) episodes; the first ``episodes`` finished are scored.
+    plays ceil(episodes / n_envs) episodes; the first ``episodes`` finished are scored. ``dynamics`` (a
+    calibration or its file, which must be the default profile's) makes the simulator the identified hand.
     """
     if episodes < 1:
         raise EvalError(f"--episodes {episodes} must be at least 1")
@@ -149,6 +163,10 @@ def evaluate(
         raise EvalError(f"unknown task {task!r}; valid tasks: {POSE}, {ROTATE_Z}")
     from handrail.sim.train import task_config_for
 
+    dynamics_path: Path | None = None
+    if isinstance(dynamics, str | Path):
+        dynamics_path = Path(dynamics)
+        dynamics = read_dynamics_calibration(dynamics_path, load_profile())
     n_envs = n_envs or min(episodes, 32)
     per_hand = math.ceil(episodes / n_envs)
     env = BatchHandEnv(
@@ -159,6 +177,7 @@ def evaluate(
         history=history,
         max_pose_age_s=max_pose_age_s,
         task_config=task_config_for(task, episode_steps),
+        dynamics=dynamics,
     )
     if isinstance(policy, PolicyUnderTest) and policy.n_obs != env.observation_spec.n_obs:
         raise EvalError(
@@ -176,7 +195,8 @@ def evaluate(
             if played[hand] < per_hand:
                 finished.append(_episode_scores(result, hand, env.control_period_s))
             played[hand] += 1
-    return _report(finished[:episodes], task, dr, seed, source)
+    report = _report(finished[:episodes], task, dr, seed, source)
+    return report if dynamics is None else replace(report, dynamics=dynamics.record(dynamics_path))
 
 
 def _unpack(policy: PolicyUnderTest | Policy, task: str | None) -> tuple[Policy, str, float]:

@@ -228,7 +228,7 @@ def _run_facts(checkpoint_path: Path) -> dict[str, Any]:
                 record = json.loads(candidate.read_text())
             except ValueError:
                 return {}
-            keys = ("command", "wall_s", "steps_per_s", "hyperparameters", "cpu_count")
+            keys = ("command", "wall_s", "steps_per_s", "hyperparameters", "cpu_count", "dynamics")
             return {key: record[key] for key in keys if key in record}
     return {}
 

@@ -18,7 +18,6 @@ noise, delays and probabilities 0, fingertip friction as in the MJCF), so the mo
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from handrail.errors import HandrailError
 from handrail.sim import leap
+from handrail.toml_file import read_toml
 
 RANDOMIZATION_SCHEMA_VERSION = 1
 
@@ -282,17 +282,12 @@ def load_randomization(path: str | Path | None = None) -> RandomizationConfig:
             and the fix.
     """
     file_path = Path(path).expanduser() if path is not None else default_randomization_path()
-    if not file_path.is_file():
-        raise RandomizationError(
-            f"randomization file {file_path} does not exist — check the path (bundled: {default_randomization_path()})"
-        )
-    try:
-        with file_path.open("rb") as stream:
-            document = tomllib.load(stream)
-    except tomllib.TOMLDecodeError as error:
-        raise RandomizationError(
-            f"randomization file {file_path} is not valid TOML: {error} — fix the syntax there"
-        ) from error
+    document = read_toml(
+        file_path,
+        "randomization file",
+        RandomizationError,
+        missing_hint=f"check the path (bundled: {default_randomization_path()})",
+    )
     if "source" in document:
         raise RandomizationError(f"randomization file {file_path}: `source` is set on load — remove it from the file")
     try:

@@ -11,7 +11,12 @@
 - checkpoints (:mod:`handrail.sim.checkpoint`) every ``--checkpoint-minutes`` and at the end, as
   ``runs/NAME/checkpoints/step_<N>.pt`` and ``runs/NAME/latest.pt``; ``--resume`` continues a run from
   ``latest.pt`` with its hyperparameters, optimizer state, normalizer and step counter;
-- ``runs/NAME/run.json``: command, seed, hyperparameters, wall time, steps.
+- ``runs/NAME/run.json``: command, seed, hyperparameters, wall time, steps, and the dynamics calibration
+  (``--dynamics FILE``: path, fingerprint, fit error) the simulator was built from, which export copies into
+  the policy file's ``training`` facts;
+- ``--dynamics FILE`` (``handrail calibrate dynamics``): the simulator is the identified hand and the
+  randomization is centred on it (see :class:`~handrail.sim.batch_env.BatchHandEnv`); the calibration is kept
+  in the checkpoints, so ``--resume`` continues on the same one and refuses another.
 
 SB3's own ``save``/``load`` are not used: they unpickle (cloudpickle) parts of the file.
 """
@@ -39,7 +44,9 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from tqdm import tqdm
 
+from handrail.calibration.dynamics_file import DynamicsCalibration, read_dynamics_calibration
 from handrail.errors import HandrailError
+from handrail.robot.profile import HandProfile, load_profile
 from handrail.sim.batch_env import BatchHandEnv
 from handrail.sim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from handrail.sim.tasks import POSE, ROTATE_Z, PoseConfig, RotateZConfig
@@ -99,6 +106,8 @@ class RunConfig:
     # new ones are given (a curriculum: train, then resume with a stricter task).
     task_overrides: dict[str, float] = field(default_factory=dict)
     hyper: Hyperparameters = field(default_factory=Hyperparameters)
+    # A dynamics calibration file: the simulator is the identified hand (a resumed run keeps its own).
+    dynamics: Path | None = None
 
 
 class HandVecEnv(VecEnv):
@@ -221,8 +230,12 @@ def make_checkpoint(
     info: dict[str, Any],
     episode_steps: int | None = None,
     task_overrides: dict[str, float] | None = None,
+    dynamics: RunDynamics | None = None,
 ) -> Checkpoint:
-    """Everything export and resume need, from a live PPO model and its normalizer."""
+    """Everything export and resume need, from a live PPO model and its normalizer.
+
+    ``dynamics`` (the run's dynamics calibration) is kept so that a resumed run trains on the same identified hand.
+    """
     weights, biases = _actor_layers(model)
     obs_rms, ret_rms = normalizer.obs_rms, normalizer.ret_rms
     trainer_state = {
@@ -235,6 +248,7 @@ def make_checkpoint(
         "hyperparameters_json": json.dumps(asdict(hyper)),
         "episode_steps_json": json.dumps(episode_steps),
         "task_overrides_json": json.dumps(task_overrides or {}),
+        "dynamics_json": dynamics.to_json() if dynamics is not None else "null",
     }
     return Checkpoint(
         actor_weights=weights,
@@ -329,12 +343,16 @@ class Trainer:
             if not config.task_overrides:
                 config.task_overrides = json.loads(resumed.trainer_state.get("task_overrides_json", "{}"))
         hyper = config.hyper
+        profile = load_profile()
+        self.dynamics = run_dynamics(config, profile, resumed)
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
         self.core = BatchHandEnv(
             config.task,
             hyper.n_envs,
             dr=config.dr,
+            profile=profile,
+            dynamics=None if self.dynamics is None else self.dynamics.calibration,
             history=hyper.history,
             seed=config.seed,
             nthread=config.nthread,
@@ -399,7 +417,13 @@ class Trainer:
         """Write ``checkpoints/step_<N>.pt``, ``latest.pt`` and ``run.json``; returns latest.pt's path."""
         config = self.config
         checkpoint = make_checkpoint(
-            self.model, self.normalizer, config.hyper, self.info, config.episode_steps, config.task_overrides
+            self.model,
+            self.normalizer,
+            config.hyper,
+            self.info,
+            config.episode_steps,
+            config.task_overrides,
+            self.dynamics,
         )
         out = self.config.out
         save_checkpoint(checkpoint, out / "checkpoints" / f"step_{self.model.num_timesteps:010d}.pt")
@@ -425,6 +449,7 @@ class Trainer:
             "torch_threads": torch.get_num_threads(),
             "hyperparameters": asdict(config.hyper),
             "commit": self.info["commit"],
+            "dynamics": None if self.dynamics is None else self.dynamics.record,
         }
         path = config.out / "run.json"
         partial = path.with_name("run.json.partial")
@@ -440,6 +465,61 @@ class Trainer:
         except KeyboardInterrupt:
             print("interrupted: saving a checkpoint", file=sys.stderr)
         return self.save()
+
+
+@dataclass(frozen=True)
+class RunDynamics:
+    """The dynamics calibration a run trains on, and what ``run.json`` records about it (path, fingerprint, fit)."""
+
+    calibration: DynamicsCalibration
+    record: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps({"record": self.record, "calibration": self.calibration.model_dump(mode="json")})
+
+    @classmethod
+    def from_json(cls, text: str) -> RunDynamics | None:
+        """The form a checkpoint keeps (``"null"``: the run has none)."""
+        try:
+            document = json.loads(text)
+            if document is None:
+                return None
+            return cls(DynamicsCalibration.model_validate(document["calibration"]), dict(document["record"]))
+        except (ValueError, KeyError, TypeError) as error:  # pydantic's ValidationError is a ValueError
+            raise TrainError(
+                f"the checkpoint's dynamics calibration is damaged ({type(error).__name__}: {error}) — resume from "
+                "another checkpoint (copy one of checkpoints/ to latest.pt)"
+            ) from error
+
+
+def run_dynamics(config: RunConfig, profile: HandProfile, resumed: Checkpoint | None = None) -> RunDynamics | None:
+    """The dynamics calibration the run trains on, or None.
+
+    A new run reads ``config.dynamics`` (which must be ``profile``'s hand). A resumed run keeps the calibration
+    its checkpoint holds: ``--dynamics`` may only name a file with the same content (fingerprint), and a run
+    started without one cannot take one later. Raises TrainError, or CalibrationFileError for a bad file, naming
+    the fix.
+    """
+    given = read_dynamics_calibration(config.dynamics, profile) if config.dynamics is not None else None
+    if resumed is None:
+        return None if given is None else RunDynamics(given, given.record(config.dynamics))
+    kept = RunDynamics.from_json(resumed.trainer_state.get("dynamics_json", "null"))
+    if kept is None:
+        if given is not None:
+            raise TrainError(
+                f"--dynamics {config.dynamics}: the run in {config.out} was started without a dynamics file and a "
+                "resumed run keeps its simulator — resume without --dynamics, or start a new run (another --out) "
+                "with it"
+            )
+        return None
+    if given is not None and given.fingerprint() != kept.record["fingerprint"]:
+        raise TrainError(
+            f"--dynamics {config.dynamics} (fingerprint {given.fingerprint()}) is not the dynamics file the run in "
+            f"{config.out} was started with ({kept.record['path']}, fingerprint {kept.record['fingerprint']}) — "
+            "resume without --dynamics to keep the run's own, or start a new run (another --out) with this one"
+        )
+    kept.calibration.check_profile(profile)
+    return kept
 
 
 def train(config: RunConfig) -> Path:
