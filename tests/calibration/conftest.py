@@ -68,3 +68,19 @@ def board_view_renderer():
 def calibrate_cli():
     """:func:`run_calibrate_cli`: ``calibrate_cli(["calibrate", "camera", ...])`` returns the exit code."""
     return run_calibrate_cli
+
+
+@pytest.fixture(scope="module")
+def profile():
+    """The bundled hand profile."""
+    from handrail.robot.profile import load_profile
+
+    return load_profile()
+
+
+@pytest.fixture(scope="module")
+def replayer(profile):
+    """A MuJoCo replayer of the bundled hand (compare and dynamics share it)."""
+    from handrail.calibration.replay import Replayer
+
+    return Replayer(profile)

@@ -19,22 +19,11 @@ from handrail.calibration.joint_groups import joint_groups
 from handrail.calibration.object_divergence import rotation_angle_rad
 from handrail.calibration.replay import Replayer, ReplayInput
 from handrail.deploy.rollout_log import LogHeader, PoseRecord, RolloutLogWriter, TickRecord
-from handrail.robot.profile import load_profile
 from handrail.robot.safety_limits import SafetyLimits
 from handrail.sim import quat
 from handrail.sim.model import cube_pose
 
 PERIOD_S = 1 / 30
-
-
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile()
-
-
-@pytest.fixture(scope="module")
-def replayer(profile):
-    return Replayer(profile)
 
 
 @pytest.mark.parametrize("delay_ticks", [-2, 0, 3])

@@ -16,23 +16,12 @@ from handrail.calibration.dynamics_file import (
 from handrail.calibration.errors import CalibrationFileError
 from handrail.calibration.excitation import ExcitationConfig, excitation_targets
 from handrail.calibration.joint_groups import joint_groups
-from handrail.calibration.replay import Replayer, ReplayInput, dynamics_scales
-from handrail.robot.profile import load_profile
+from handrail.calibration.replay import ReplayInput, dynamics_scales
 from handrail.robot.safety_limits import SafetyLimits
 from handrail.sim.model import build_scene_for_profile
 from handrail.sim.randomization import load_randomization
 
 PERIOD_S = 1 / 30
-
-
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile()
-
-
-@pytest.fixture(scope="module")
-def replayer(profile):
-    return Replayer(profile)
 
 
 def known_dynamics(profile) -> DynamicsCalibration:

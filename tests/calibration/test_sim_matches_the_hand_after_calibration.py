@@ -1,6 +1,6 @@
 """The calibration pipeline end to end on one virtual hand: joints, then dynamics, then compare a fresh rollout.
 
-Slow (about 90 s: every motion runs in real time): ``pytest -m slow tests/calibration``.
+About 90 s (every motion runs in real time); it is the issue's acceptance check, so it runs in CI.
 """
 
 from pathlib import Path
@@ -17,8 +17,6 @@ from handrail.robot.emulator import VirtualHandProcess
 from handrail.robot.profile import load_profile
 from handrail.robot.safe_robot import Robot
 from handrail.robot.safety_limits import SafetyLimits
-
-pytestmark = pytest.mark.slow
 
 
 def test_identified_dynamics_replay_a_fresh_rollout_five_times_closer_than_nominal(tmp_path: Path):
