@@ -1,10 +1,11 @@
 """The main job: the bundled rotate-z policy driving the virtual hand through the full loop, then its scores.
 
 ``handrail demo`` starts the virtual hand (a fixed reality seed) on a pseudo-terminal, runs the bundled
-policy through :func:`~handrail.deploy.run.run_deploy` with the safety layer active (object pose: the
-virtual hand's ground truth, labelled as such in the log, until the camera pipeline lands), writes the
-rollout log, and scores the run *from the log* (``--pose camera``: the object pose comes from the camera path
-instead, a virtual camera and the ArUco baseline, see :mod:`handrail.deploy.camera_pose`):
+policy through :func:`~handrail.deploy.run.run_deploy` with the safety layer active, writes the rollout log,
+and scores the run *from the log*. The object pose comes from ``--pose``: ``ground-truth`` (the virtual
+hand's simulator state, labelled as such in the log; the default until the camera path keeps the bundled
+policy turning as well), ``camera`` (a virtual camera and the bundled pose CNN) or ``aruco`` (a virtual
+camera and the ArUco baseline); see :mod:`handrail.deploy.camera_pose`. Scores:
 
 - rotation of the cube about the palm normal (unwrapped yaw of the logged pose, in the hand frame), total
   [rad] and mean angular velocity [rad/s] over the policy's part of the run;
@@ -17,6 +18,7 @@ instead, a virtual camera and the ArUco baseline, see :mod:`handrail.deploy.came
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -36,9 +38,8 @@ from handrail.robot.safety_monitor import MonitorConfig
 from handrail.sim import quat
 
 BUNDLED_POLICY = "leap_rotate_z.onnx"
-# Object-pose sources of the demo: the simulator's truth, or the camera path (a virtual camera + the ArUco
-# baseline). The learned pose model joins once a trained one is committed.
-POSE_SOURCES = ("ground-truth", "camera")
+# Object-pose sources of the demo: the simulator's truth, or a virtual camera + the pose CNN or the ArUco baseline.
+POSE_SOURCES = ("ground-truth", "camera", "aruco")
 FELL_BELOW_PALM_M = 0.05
 OFF_PALM_M = 0.1
 LIMIT_TOLERANCE = 1e-9
@@ -71,6 +72,10 @@ class DemoSummary:
     log_path: str
     pose_source: str
     policy_seconds: float
+    # The sim-vs-real report of this run (``handrail compare``, nominal model), or why there is none.
+    compare_report: str | None = None
+    compare_rmse_deg: float | None = None
+    compare_note: str | None = None
 
     @property
     def demo_exit_code(self) -> int:
@@ -94,6 +99,8 @@ class DemoSummary:
             "log": self.log_path,
             "pose_source": self.pose_source,
             "policy_seconds": self.policy_seconds,
+            "compare_report": self.compare_report,
+            "compare_rmse_deg": self.compare_rmse_deg,
         }
 
     def format(self) -> str:
@@ -114,9 +121,18 @@ class DemoSummary:
                 f"  ended: {self.stop_reason}"
                 + (" — the safety layer stopped the hand; no limit was broken" if self.exit_code else ""),
                 f"  log: {self.log_path}  (handrail log info {self.log_path})",
-                f"  sim vs this run: handrail compare {self.log_path}",
+                self._compare_line(),
             ]
         )
+
+    def _compare_line(self) -> str:
+        if self.compare_report is not None:
+            return (
+                f"  sim vs this run: {self.compare_report} (nominal sim, joint RMSE {self.compare_rmse_deg:.2f} deg; "
+                f"an identified model: handrail compare {self.log_path} --dynamics FILE)"
+            )
+        reason = f" ({self.compare_note})" if self.compare_note else ""
+        return f"  sim vs this run: handrail compare {self.log_path}{reason}"
 
 
 def cube_rotation(log: RolloutLog) -> tuple[float, float, float]:
@@ -193,8 +209,14 @@ def run_demo(
     profile_path: str | Path | None = None,
     status_stream: TextIO | None = None,
     pose: str = "ground-truth",
+    pose_model: str | Path | None = None,
+    compare: bool = True,
 ) -> DemoSummary:
-    """Run the demo (see the module docstring) and return its summary."""
+    """Run the demo (see the module docstring) and return its summary.
+
+    ``pose_model``: the pose model file for ``pose="camera"`` (default: the bundled one). ``compare``: also
+    replay the run in the nominal sim and write the sim-vs-real report (``handrail compare``) beside the log.
+    """
     os.environ.setdefault("MUJOCO_GL", "egl")
     from handrail.deploy.pose_source import GroundTruthPose, PoseSource
     from handrail.robot.emulator import VirtualHandProcess
@@ -206,6 +228,10 @@ def run_demo(
     with VirtualHandProcess(profile_path, reality_seed=reality_seed) as vhand:
         source: PoseSource
         if pose == "camera":
+            from handrail.deploy.camera_pose import VirtualCameraModelPose
+
+            source = VirtualCameraModelPose(vhand, profile, model=pose_model)
+        elif pose == "aruco":
             from handrail.deploy.camera_pose import VirtualCameraFiducialPose
 
             source = VirtualCameraFiducialPose(vhand, profile)
@@ -221,4 +247,24 @@ def run_demo(
             extra={"demo": True, "reality_seed": reality_seed},
             status_stream=status_stream,
         )
-    return summarize_demo(outcome.log_path, profile, outcome.result.exit_code, outcome.result.stop_reason)
+    summary = summarize_demo(outcome.log_path, profile, outcome.result.exit_code, outcome.result.stop_reason)
+    return compare_demo(summary, profile) if compare else summary
+
+
+def compare_demo(summary: DemoSummary, profile: HandProfile) -> DemoSummary:
+    """``summary`` with the sim-vs-real report of its run written beside the log (``<log>_compare/``).
+
+    A run too short to compare (a stop in the first ticks) keeps its summary, with the reason.
+    """
+    from handrail.calibration.compare import compare_rollout
+    from handrail.calibration.errors import CalibrationError
+
+    log_path = Path(summary.log_path)
+    try:
+        report = compare_rollout(log_path, profile=profile)
+    except CalibrationError as error:
+        return dataclasses.replace(summary, compare_note=f"no report: {error}")
+    html = report.write(log_path.with_name(f"{log_path.stem}_compare"))
+    return dataclasses.replace(
+        summary, compare_report=str(html), compare_rmse_deg=float(np.degrees(report.replay("nominal").rmse_rad))
+    )

@@ -60,6 +60,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out_dir=Path(args.out),
         policy=args.policy,
         pose=args.pose,
+        pose_model=args.pose_model,
+        compare=not args.no_compare,
     )
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -92,9 +94,12 @@ def add_deploy_commands(commands: Any) -> None:
     demo.add_argument("--policy", default=None, help="another policy file (default: the bundled one)")
     demo.add_argument(
         "--pose",
-        choices=("ground-truth", "camera"),
+        choices=("ground-truth", "camera", "aruco"),
         default="ground-truth",
-        help="object pose: the simulator's truth (default) or a virtual camera + the ArUco baseline",
+        help="object pose: the simulator's truth (default), a virtual camera + the pose CNN (camera), "
+        "or a virtual camera + the ArUco baseline (aruco)",
     )
+    demo.add_argument("--pose-model", default=None, help="pose model file for --pose camera (default: the bundled one)")
+    demo.add_argument("--no-compare", action="store_true", help="skip the sim-vs-real report of the run")
     demo.add_argument("--json", action="store_true", help="machine-readable summary")
     demo.set_defaults(handler=_cmd_demo)

@@ -138,6 +138,23 @@ class PoseModelMetadata:
         return metadata
 
 
+BUNDLED_POSE_MODEL = "cube_pose.onnx"
+
+
+def bundled_pose_model_path() -> Path:
+    """The committed cube pose model (``vision/models/cube_pose.onnx``; its record beside it).
+
+    Raises:
+        PoseModelError: it is missing from this installation.
+    """
+    from importlib import resources
+
+    path = Path(str(resources.files("handrail.vision").joinpath("models", BUNDLED_POSE_MODEL)))
+    if not path.is_file():
+        raise PoseModelError(f"the bundled pose model {path} is missing — reinstall handrail or pass a model file")
+    return path
+
+
 def resolve_model_path(path: str | Path) -> Path:
     """A model file, or a training run folder holding :data:`DEFAULT_MODEL_FILENAME`.
 

@@ -7,8 +7,10 @@ demo's exit code is 0 as long as no limit was broken."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from handrail.cli import main
 from handrail.deploy.demo import bundled_policy_path, limit_violations
@@ -38,3 +40,8 @@ def test_short_demo_turns_the_cube_within_the_limits(tmp_path, capsys) -> None:
     assert np.isfinite(log.action[log.policy_active]).all()
     assert log.header.policy_sha256 is not None
     assert bundled_policy_path().is_file()
+    # The run's own sim-vs-real report, linked from the summary.
+    report = Path(summary["compare_report"])
+    assert report.is_file() and report.parent.name.endswith("_compare")
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    assert metrics["overall_rmse_rad"]["nominal"] == pytest.approx(np.radians(summary["compare_rmse_deg"]))
