@@ -4,7 +4,8 @@ Entry points (one per ``handrail calibrate`` command, plus ``handrail compare``)
 
 - :mod:`~handrail.calibration.intrinsics`: camera K and distortion from board views;
 - :mod:`~handrail.calibration.extrinsics`: ``T_hand_camera`` from a board on the hand, or hand-eye
-  calibration with a marker carried by a finger;
+  calibration with a marker carried by a finger, which :mod:`~handrail.calibration.hand_eye_run` runs with the
+  hand in the loop through the poses of :mod:`~handrail.calibration.hand_eye_plan`;
 - :mod:`~handrail.calibration.joints`: zero offsets and direction signs against the joints' mechanical
   stops, in the order of :mod:`~handrail.calibration.joint_plan`;
 - :mod:`~handrail.calibration.dynamics`: sim parameters fitted with ``mujoco.sysid`` to excitations logged
@@ -15,7 +16,8 @@ Entry points (one per ``handrail calibrate`` command, plus ``handrail compare``)
 The boards live in :mod:`~handrail.calibration.board`; the versioned files in
 :mod:`~handrail.calibration.files` (camera, extrinsics), :mod:`~handrail.calibration.joints_file` and
 :mod:`~handrail.calibration.dynamics_file`; :mod:`~handrail.calibration.virtual_board` renders boards in
-MuJoCo for tests and dry runs. The stage hands the vision stage intrinsics and extrinsics, the robot stage
+MuJoCo for tests and dry runs, :mod:`~handrail.calibration.virtual_hand_camera` the virtual hand with a marker on a
+finger. The stage hands the vision stage intrinsics and extrinsics, the robot stage
 a joints overlay for the hand profile, and the sim stage identified dynamics (multipliers of the MJCF's
 parameters, a command latency and gear play) with their fit error.
 """

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from handrail.calibration.errors import BoardSpecError
+from handrail.calibration.marker_edges import refine_marker_corners
 
 # Corner sub-pixel refinement: the search window's half size [px] and the stop criteria.
 _SUBPIX_HALF_WINDOW_PX = 5
@@ -219,7 +220,10 @@ class BoardSpec:
             return None
         for marker_corners, marker_id in zip(corners, ids.reshape(-1), strict=True):
             if int(marker_id) == self.marker_id:
-                image_points = np.asarray(marker_corners, dtype=np.float32).reshape(4, 2)
+                # Edge fitting removes the quarter-pixel inward bias of sub-pixel refinement at a square's tips.
+                cells_per_side = self.dictionary.markerSize + 2  # the bits and a one-cell black border
+                refined = refine_marker_corners(grey, np.reshape(marker_corners, (4, 2)), cells_per_side)
+                image_points = refined.astype(np.float32)
                 return BoardDetection(image_points, self.corners_m, np.arange(4, dtype=np.int32))
         return None
 

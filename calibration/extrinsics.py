@@ -128,7 +128,7 @@ def extrinsics_from_hand_eye(
         raise CalibrationError(f"hand-eye: {len(T_hand_link)} link poses but {len(detections)} detections")
     if len(detections) < MIN_HAND_EYE_VIEWS:
         raise CalibrationError(f"hand-eye: {len(detections)} views, need at least {MIN_HAND_EYE_VIEWS} (10+ advised)")
-    _check_rotation_spread(T_hand_link)
+    check_rotation_spread(T_hand_link)
     links, views = list(T_hand_link), list(detections)
     T_camera_board = [board_pose_in_camera(d, intrinsics) for d in views]
     X, Y = _shah_start(links, T_camera_board)
@@ -152,7 +152,13 @@ def extrinsics_from_hand_eye(
     )
 
 
-def _check_rotation_spread(T_hand_link: Sequence[np.ndarray]) -> None:
+def check_rotation_spread(T_hand_link: Sequence[np.ndarray], what: str = "hand-eye: the link rotated") -> None:
+    """Raise unless the link poses (4x4 each) rotate about two non-parallel axes, each by at least
+    :data:`MIN_ROTATION_SPREAD_DEG` relative to the first pose; ``what`` starts the error message.
+
+    Raises:
+        CalibrationError: fewer than two distinct rotation axes (hand-eye would have no unique answer).
+    """
     reference = T_hand_link[0][:3, :3]
     axes = []
     for T in T_hand_link[1:]:
@@ -162,7 +168,7 @@ def _check_rotation_spread(T_hand_link: Sequence[np.ndarray]) -> None:
     spread = np.linalg.svd(np.array(axes), compute_uv=False) if len(axes) >= 2 else np.zeros(2)
     if spread[1] < np.sin(np.radians(MIN_ROTATION_SPREAD_DEG)):
         raise CalibrationError(
-            "hand-eye: the link rotated about fewer than two distinct axes across the views — move the finger "
+            f"{what} about fewer than two distinct axes across the views — move the finger "
             f"through abduction and flexion both (at least {MIN_ROTATION_SPREAD_DEG:g} deg each)"
         )
 

@@ -200,6 +200,8 @@ def read_calibration_file(
     except ValidationError as error:
         message = describe_validation_error(f"{kind} calibration {path}", error)
         raise CalibrationFileError(message + (f"\n  ({validation_hint})" if validation_hint else "")) from error
+
+
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """Parse ``path`` as TOML, or raise :class:`CalibrationFileError` naming ``what`` and the problem."""
     return toml_file.read_toml(path, what, CalibrationFileError)

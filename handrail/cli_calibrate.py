@@ -98,7 +98,16 @@ def _cmd_calibrate_extrinsics(args: argparse.Namespace) -> int:
     from handrail.calibration.intrinsics import capture_views
     from handrail.vision.opencv_camera import OpenCVCamera
 
-    board = BoardSpec.parse(args.board)
+    if args.hand_eye:
+        return _cmd_calibrate_hand_eye(args)
+    if args.images is None and args.device is None:
+        raise CalibrationError("extrinsics: give --images DIR or --device INDEX (or --hand-eye with the hand)")
+    if args.board_pose is None or args.camera_calibration is None:
+        raise CalibrationError(
+            "extrinsics from a board on the hand needs --board-pose X,Y,Z,RX,RY,RZ and --camera-calibration TOML "
+            "(or --hand-eye: a marker on a finger, moved by the hand)"
+        )
+    board = BoardSpec.parse(args.board or _DEFAULT_BOARD)
     T_hand_board = _parse_pose(args.board_pose)
     camera_calibration = read_camera_calibration(Path(args.camera_calibration))
     intrinsics = camera_calibration.intrinsics()
@@ -115,25 +124,95 @@ def _cmd_calibrate_extrinsics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _virtual_hand(args: argparse.Namespace):
+    """A context manager giving a virtual hand (``VirtualHandProcess``) started for this run."""
+    import contextlib
+
+    from handrail.robot.emulator import VirtualHandProcess
+
+    reality_out = Path(args.reality_out) if args.reality_out else None
+
+    @contextlib.contextmanager
+    def started():
+        with VirtualHandProcess(args.profile, reality_seed=args.reality_seed, reality_out=reality_out) as vhand:
+            print(f"virtual hand (reality seed {args.reality_seed}) on {vhand.port}")
+            if reality_out is not None:
+                print(f"its hidden reality: {reality_out}")
+            yield vhand
+
+    return started()
+
+
 def _virtual_hand_or_port(args: argparse.Namespace):
     """A context manager giving the port: the one named, or a virtual hand started for this run."""
     import contextlib
 
     if not args.virtual:
         return contextlib.nullcontext(args.port)
-    from handrail.robot.emulator import VirtualHandProcess
-
-    reality_out = Path(args.reality_out) if args.reality_out else None
 
     @contextlib.contextmanager
     def virtual_port():
-        with VirtualHandProcess(args.profile, reality_seed=args.reality_seed, reality_out=reality_out) as vhand:
-            print(f"virtual hand (reality seed {args.reality_seed}) on {vhand.port}")
-            if reality_out is not None:
-                print(f"its hidden reality: {reality_out}")
+        with _virtual_hand(args) as vhand:
             yield vhand.port
 
     return virtual_port()
+
+
+def _cmd_calibrate_hand_eye(args: argparse.Namespace) -> int:
+    from handrail.calibration.board import BoardSpec
+    from handrail.calibration.errors import CalibrationError
+    from handrail.calibration.extrinsics import pose_error
+    from handrail.calibration.files import read_camera_calibration, write_extrinsics_calibration
+    from handrail.calibration.hand_eye_run import HandEyeConfig, HandEyeView, run_hand_eye
+    from handrail.calibration.virtual_hand_camera import DEFAULT_MARKER, VirtualHandCamera
+    from handrail.robot.profile import load_profile
+    from handrail.vision.opencv_camera import OpenCVCamera
+
+    if args.images is not None or not (args.virtual or args.port):
+        raise CalibrationError(
+            "extrinsics --hand-eye moves the hand: give --virtual, or --port DEV with a live camera --device INDEX "
+            "(not --images: a folder has no joint readings)"
+        )
+    profile = load_profile(args.profile, calibration=args.calibration)
+    board = BoardSpec.parse(args.board or DEFAULT_MARKER)
+    intrinsics = (
+        read_camera_calibration(Path(args.camera_calibration)).intrinsics() if args.camera_calibration else None
+    )
+    # The virtual camera renders the hand as it is now; a live one queues frames from before the hand settled.
+    config = HandEyeConfig(speed_scale=args.speed_scale, stale_frames=0 if args.virtual else 4)
+    if args.calibration is None:
+        print(
+            "no --calibration: forward kinematics uses the joint readings as the profile gives them, and their "
+            "encoder zero offsets go straight into the result — run `handrail calibrate joints` first and pass its file"
+        )
+    print(f"hand-eye: {board} on the index fingertip, through the poses at {config.speed_scale:.0%} speed")
+
+    def on_view(view: HandEyeView) -> None:
+        print(f"  pose {view.index}: " + ("target found" if view.usable else view.problem))
+
+    if args.virtual:
+        with _virtual_hand(args) as vhand:
+            camera = VirtualHandCamera(
+                profile, vhand.ground_truth, scene_camera=args.camera, board=board, width=args.width, height=args.height
+            )
+            run = run_hand_eye(
+                profile, vhand.port, camera, board, intrinsics=intrinsics, config=config, on_view=on_view
+            )
+        error_m, error_deg = pose_error(run.extrinsics.T_hand_camera, camera.T_hand_camera)
+        truth = f"virtual camera {args.camera}: {1000 * error_m:.2f} mm, {error_deg:.3f} deg from its pose in the scene"
+    else:
+        if args.device is None or intrinsics is None:
+            raise CalibrationError(
+                "extrinsics --hand-eye --port: give the live camera --device INDEX and its --camera-calibration"
+            )
+        camera = OpenCVCamera(int(args.device), intrinsics=intrinsics)
+        run = run_hand_eye(profile, args.port, camera, board, config=config, on_view=on_view)
+        truth = ""
+    print(run.format())
+    if truth:
+        print(truth)
+    print(f"wrote {write_extrinsics_calibration(Path(args.out), run.extrinsics.to_file(camera=run.camera))}")
+    return 0
 
 
 def _cmd_calibrate_joints(args: argparse.Namespace) -> int:
@@ -215,9 +294,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_hand_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_hand_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--profile", default=None, help="hand profile TOML (default: the bundled LEAP hand)")
-    hand = parser.add_mutually_exclusive_group(required=True)
+    hand = parser.add_mutually_exclusive_group(required=required)
     hand.add_argument("--port", metavar="DEV", help="serial port of the hand, e.g. /dev/ttyUSB0")
     hand.add_argument("--virtual", action="store_true", help="start a virtual hand for this run")
     parser.add_argument("--reality-seed", type=int, default=0, help="virtual hand: seed of its hidden reality")
@@ -256,24 +335,45 @@ def add_calibrate_commands(subparsers: argparse._SubParsersAction) -> None:
 
     extrinsics = commands.add_parser(
         "extrinsics",
-        help="T_hand_camera from a board mounted at a known pose on the hand (hand-eye: from Python for now)",
+        help="T_hand_camera from a board mounted at a known pose on the hand, or (--hand-eye) from a marker on the "
+        "index fingertip that the hand moves through several poses",
     )
-    source = extrinsics.add_mutually_exclusive_group(required=True)
+    source = extrinsics.add_mutually_exclusive_group()
     source.add_argument("--images", metavar="DIR", help="folder of images of the mounted board")
     source.add_argument("--device", metavar="INDEX", type=int, help="live camera index (/dev/videoINDEX)")
-    extrinsics.add_argument("--camera-calibration", required=True, metavar="TOML", help="the camera's intrinsics file")
     extrinsics.add_argument(
-        "--board", default=_DEFAULT_BOARD, help=_BOARD_HELP.replace(" or chessboard", "; not chessboard")
+        "--camera-calibration",
+        metavar="TOML",
+        help="the camera's intrinsics file (with --hand-eye --virtual: optional, default the scene camera's own)",
+    )
+    extrinsics.add_argument(
+        "--board",
+        default=None,
+        help=_BOARD_HELP.replace(" or chessboard", "; not chessboard")
+        + f" (default {_DEFAULT_BOARD}; with --hand-eye: one ArUco marker, aruco:0.03:DICT_4X4_50:7)",
     )
     extrinsics.add_argument(
         "--board-pose",
-        required=True,
         metavar="X,Y,Z,RX,RY,RZ",
         help="the board frame in the hand-mount frame: position [m] and rotation vector [deg]; board frame: origin "
         "at the pattern's top-left, x along its columns, y down its rows, z into the board",
     )
     extrinsics.add_argument("--views", type=int, default=10, help="views to use (they are averaged)")
     extrinsics.add_argument("--out", default="extrinsics.toml", help="extrinsics calibration file to write")
+    hand_eye = extrinsics.add_argument_group(
+        "hand-eye",
+        "--hand-eye: the marker rides on the index fingertip (its distal link) and the hand moves it through 12 poses "
+        "under the safety limits; each pose's link pose is forward kinematics of the settled joint readings",
+    )
+    hand_eye.add_argument("--hand-eye", action="store_true", help="hand-eye calibration with the hand in the loop")
+    _add_hand_arguments(hand_eye, required=False)
+    hand_eye.add_argument(
+        "--calibration", default=None, metavar="TOML", help="joints calibration overlay (advised: zero offsets)"
+    )
+    hand_eye.add_argument("--camera", default="cam_top", help="--virtual: the scene camera to render (cam_top, ...)")
+    hand_eye.add_argument("--width", type=int, default=1280, help="--virtual: image width [px]")
+    hand_eye.add_argument("--height", type=int, default=960, help="--virtual: image height [px]")
+    hand_eye.add_argument("--speed-scale", type=float, default=0.5, help="fraction of the profile's speed limits")
     extrinsics.set_defaults(handler=_cmd_calibrate_extrinsics)
 
     joints = commands.add_parser(
@@ -312,7 +412,7 @@ def add_calibrate_commands(subparsers: argparse._SubParsersAction) -> None:
     compare = subparsers.add_parser(
         "compare",
         help="replay a rollout log in MuJoCo (nominal, and identified with --dynamics); per-joint RMSE, max error, "
-        "lag; an HTML report with plots",
+        "lag, and the cube's pose divergence when the log has object poses; an HTML report with plots",
     )
     compare.add_argument("log", help="rollout log (.mcap) from handrail deploy/demo or calibrate dynamics")
     compare.add_argument("--dynamics", metavar="TOML", help="dynamics calibration file (handrail calibrate dynamics)")

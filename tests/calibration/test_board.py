@@ -50,8 +50,8 @@ def test_detected_corners_sit_where_the_printed_image_puts_them(spec):
         error = min(np.abs(detection.image_points_px - expected_px).max(), reversed_error)
     else:
         error = np.abs(detection.image_points_px - expected_px).max()
-    tolerance_px = 0.3 if board.kind == "aruco" else 0.05  # a marker's outer corner is not a saddle point
-    assert error < tolerance_px
+    # A marker's outer corner is not a saddle point: cornerSubPix alone puts it 0.2 px inside; its fitted edges do not.
+    assert error < 0.05
 
 
 def test_a_blank_image_has_no_board():
