@@ -34,6 +34,7 @@ from handrail.robot.errors import (
     BusCorruptError,
     BusError,
     BusTimeoutError,
+    BusWatchdogTripped,
     HardwareFault,
     MotorMissingError,
     PortError,
@@ -57,6 +58,7 @@ HARDWARE_ERROR_BITS = {
 # Status-packet error byte: bit 7 says "look at Hardware Error Status".
 STATUS_ALERT_BIT = 0x80
 BUS_WATCHDOG_UNIT_MS = 20
+BUS_WATCHDOG_TRIPPED = -1  # what Bus Watchdog(98) reads after it fired (e-manual)
 RETURN_DELAY_UNIT_US = 2
 # The state block each servo maps to Indirect Data through Indirect Address (one contiguous read).
 STATE_REGISTERS = (
@@ -65,6 +67,8 @@ STATE_REGISTERS = (
     "Present Velocity",
     "Present Position",
     "Present Temperature",
+    # -1 once the servo's bus watchdog fired: it then ignores every goal, so the host must know at once.
+    "Bus Watchdog",
 )
 
 
@@ -444,6 +448,21 @@ class DynamixelBus:
             read_duration_s=now - started_s,
         )
 
+    def _raise_for_tripped_watchdog(self, blocks: dict[int, bytes]) -> None:
+        offset, size = self._state_layout["Bus Watchdog"]
+        tripped = tuple(
+            motor_id
+            for motor_id in self.ids
+            if int.from_bytes(blocks[motor_id][offset : offset + size], "little", signed=True) == BUS_WATCHDOG_TRIPPED
+        )
+        if tripped:
+            raise BusWatchdogTripped(
+                f"{', '.join(self.describe(i) for i in tripped)}: bus watchdog fired — the host sent no goal for "
+                f"over {self.profile.servo.bus_watchdog_ms} ms, and these servos now hold and ignore every goal; "
+                "find what stalled the host (CPU load, a blocked loop), then reconnect (configuring clears it)",
+                tripped,
+            )
+
     def _ping_all(self) -> tuple[list[int], list[int]]:
         """Ping each motor once: (motors that did not answer, motors whose answer was corrupt)."""
         port = self._require_port()
@@ -548,6 +567,7 @@ class DynamixelBus:
         for index, status in enumerate(state.hardware_error):
             if status:
                 self._raise_hardware_fault(self.ids[index])
+        self._raise_for_tripped_watchdog(blocks)
         stalled = self.stall_detector.update(
             state.timestamp_s, state.position_rad, state.velocity_rad_s, state.current_ma, self._last_goal_rad
         )

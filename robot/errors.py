@@ -49,6 +49,14 @@ class HardwareFault(BusError):
         self.error_bits = error_bits
 
 
+class BusWatchdogTripped(BusError):
+    """A servo's own bus watchdog fired (the host was silent too long): it holds and ignores goals until cleared."""
+
+    def __init__(self, message: str, motor_ids: tuple[int, ...]):
+        super().__init__(message)
+        self.motor_ids = motor_ids
+
+
 class StallError(BusError):
     """A joint does not move although its servo pushes at its current limit: stuck or blocked."""
 

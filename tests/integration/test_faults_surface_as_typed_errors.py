@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from handrail.robot.errors import BusCorruptError, BusTimeoutError, HardwareFault, StallError
+from handrail.robot.errors import BusCorruptError, BusTimeoutError, BusWatchdogTripped, HardwareFault, StallError
 
 
 def _run_until_error(bus, target, seconds: float) -> Exception:
@@ -102,3 +102,10 @@ def test_bus_watchdog_stops_the_servos_when_the_host_goes_silent(bus, vhand, pro
     bus.write_targets(goal)
     time.sleep(0.2)
     assert np.max(np.abs(np.array(vhand.ground_truth()["joint_positions_rad"]) - later)) < 0.01
+    # ... and the host learns it from the very next state read, naming the servos, instead of sending goals
+    # into the void.
+    with pytest.raises(BusWatchdogTripped, match="bus watchdog fired") as caught:
+        bus.read_state()
+    assert set(caught.value.motor_ids) == set(bus.ids)
+    bus.configure()  # clears it
+    bus.read_state()
