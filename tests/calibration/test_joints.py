@@ -247,9 +247,8 @@ def test_calibrate_joints_recovers_hidden_offsets_and_finds_a_reversed_sign(tmp_
     assert load_profile(reversed_path, calibration=overlay).joint("index_dip").direction == 1
 
 
-@pytest.mark.slow
 def test_calibrate_every_joint_of_the_hand(tmp_path, profile):
-    """All 16 joints within 0.5 deg of the hidden offsets (about 30 s of motion: slow)."""
+    """All 16 joints within 0.5 deg of the hidden offsets (about 30 s of motion; the issue's acceptance check)."""
     result, true_offsets = calibrate_reversed_hand(tmp_path, profile)
     check_against_truth(result, true_offsets, profile.joint_names)
 
