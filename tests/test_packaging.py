@@ -17,12 +17,15 @@ PROBE = """
 import importlib.util, json, sys
 import handrail, handrail.robot, handrail.sim, handrail.vision, handrail.deploy, handrail.calibration
 from handrail.robot.profile import load_profile
+from handrail.deploy.demo import bundled_policy_path
+from handrail.vision.pose_model_file import bundled_pose_model_path
 profile = load_profile()
 print(json.dumps({
     "handrail": handrail.__file__,
     "robot": handrail.robot.__file__,
     "sim": handrail.sim.__file__,
     "mjcf": str(profile.mjcf),
+    "bundled_models": [str(bundled_policy_path()), str(bundled_pose_model_path())],
     "generic_top_level": [name for name in ("robot", "sim", "vision", "deploy", "calibration")
                           if importlib.util.find_spec(name) is not None],
 }))
@@ -73,6 +76,9 @@ def test_install_modes_import_under_one_root(tmp_path, editable):
         assert Path(found["robot"]).parent.name == "robot" and Path(found["robot"]).parent.parent.name == "handrail"
         # package data travels with a regular install: profile and MJCF resolve inside site-packages
         assert str(venv) in found["mjcf"] and Path(found["mjcf"]).is_file()
+        # ... and so do the trained artifacts the demo runs: the policy and the pose model
+        for path in found["bundled_models"]:
+            assert str(venv) in path and Path(path).is_file(), path
     help_text = subprocess.run(
         [str(venv / "bin" / "handrail"), "--help"], check=True, capture_output=True, text=True
     ).stdout

@@ -21,7 +21,8 @@ The learned model's pipeline: ``render_config`` (cameras, crop view, randomizati
 (domain-randomized renders through the crop view, with labels) -> ``dataset`` (shards + manifest, parallel,
 resumable; ``handrail vision render``) -> ``pose_model`` (the CNN, torch), ``pose_training`` and
 ``pose_checkpoint`` (``handrail vision train``) -> ``pose_export`` (ONNX + parity) -> ``pose_eval`` (CNN
-beside the baseline on held-out seeds; ``handrail vision eval``).
+beside the baseline on held-out seeds; ``handrail vision eval``). The committed model is
+``vision/models/cube_pose.onnx`` (``pose_model_file.bundled_pose_model_path``), its record beside it.
 
 Modules import their heavy dependencies (pyrealsense2, MuJoCo, torch) themselves; import the one you need.
 """
