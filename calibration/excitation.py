@@ -16,7 +16,7 @@ identification read both alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,8 +117,7 @@ def record_excitation(
             robot.profile, limits=robot.limits, extra={"kind": "excitation", "ramp_ticks": n_ramp, **(extra or {})}
         )
         log.write_header(header)
-        next_tick_s = time.monotonic()
-        for tick, target in enumerate(plan):
+        for tick, target in zip(control_ticks(period_s), plan, strict=False):
             tick_start_s = time.monotonic()
             state = robot.read()
             report = robot.command(target, state)
@@ -134,10 +133,19 @@ def record_excitation(
                     interventions=report.interventions,
                 )
             )
-            next_tick_s += period_s
-            delay_s = next_tick_s - time.monotonic()
-            if delay_s > 0:
-                time.sleep(delay_s)
-            else:
-                next_tick_s = time.monotonic()
     return Path(log_path)
+
+
+def control_ticks(period_s: float) -> Iterator[int]:
+    """Tick indices at the control rate: each ``next`` sleeps to the next tick (never bursts to catch up)."""
+    next_s = time.monotonic()
+    tick = 0
+    while True:
+        yield tick
+        tick += 1
+        next_s += period_s
+        delay_s = next_s - time.monotonic()
+        if delay_s > 0:
+            time.sleep(delay_s)
+        else:
+            next_s = time.monotonic()

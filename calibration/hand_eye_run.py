@@ -29,7 +29,7 @@ import numpy as np
 
 from handrail.calibration.board import BoardDetection, BoardSpec
 from handrail.calibration.errors import CalibrationError
-from handrail.calibration.excitation import with_patient_bus
+from handrail.calibration.excitation import control_ticks, with_patient_bus
 from handrail.calibration.extrinsics import MIN_HAND_EYE_VIEWS, ExtrinsicsResult, extrinsics_from_hand_eye
 from handrail.calibration.hand_eye_plan import HandEyePlan, HandKinematics, check_hand_eye_plan, default_hand_eye_plan
 from handrail.robot.profile import HandProfile
@@ -176,21 +176,6 @@ def run_hand_eye(
     return HandEyeRun(extrinsics, tuple(views), camera.serial, time.monotonic() - started_s)
 
 
-def _control_ticks(period_s: float) -> Iterator[int]:
-    """Tick indices at the control rate: each ``next`` sleeps to the next tick (never bursts to catch up)."""
-    next_s = time.monotonic()
-    tick = 0
-    while True:
-        yield tick
-        tick += 1
-        next_s += period_s
-        delay_s = next_s - time.monotonic()
-        if delay_s > 0:
-            time.sleep(delay_s)
-        else:
-            next_s = time.monotonic()
-
-
 def _move(robot: Robot, target_rad: np.ndarray, peak_speed_rad_s: float) -> None:
     """A minimum-jerk move from the last target to ``target_rad`` [rad] with peak joint speed ``peak_speed_rad_s``,
     or :data:`SPEED_LIMIT_FRACTION` of the safety layer's slowest speed limit if that is lower."""
@@ -200,7 +185,7 @@ def _move(robot: Robot, target_rad: np.ndarray, peak_speed_rad_s: float) -> None
     distance_rad = float(np.max(np.abs(target_rad - start_rad)))
     # A minimum-jerk profile peaks at 15/8 of its mean speed.
     n_ticks = max(1, int(np.ceil(1.875 * distance_rad / peak_speed_rad_s / robot.control_period_s)))
-    for tick in _control_ticks(robot.control_period_s):
+    for tick in control_ticks(robot.control_period_s):
         if tick == n_ticks:
             return
         progress = (tick + 1) / n_ticks
@@ -219,7 +204,7 @@ def _settle(robot: Robot, target_rad: np.ndarray, config: HandEyeConfig, index: 
     still_ticks = 0
     settled: list[np.ndarray] = []
     started_s = time.monotonic()
-    for _ in _control_ticks(robot.control_period_s):
+    for _ in control_ticks(robot.control_period_s):
         state = robot.step(target_rad).state
         elapsed_s = time.monotonic() - started_s
         if settled:
@@ -255,7 +240,7 @@ def _holding(robot: Robot, target_rad: np.ndarray) -> Iterator[None]:
 
     def hold() -> None:
         try:
-            for _ in _control_ticks(robot.control_period_s):
+            for _ in control_ticks(robot.control_period_s):
                 if stop.is_set():
                     return
                 robot.step(target_rad)
