@@ -128,7 +128,7 @@ class StateMonitor:
                     OVERSPEED,
                     int(joint),
                     state.velocity_rad_s[joint],
-                    speed_limit,
+                    speed_limit[joint],
                     f"{abs(state.velocity_rad_s[joint]):.2f} rad/s for {self._overspeed[joint]} readings, limit "
                     f"{limits.max_speed_rad_s[joint]:.2f} rad/s (+{config.speed_tolerance:.0%} tolerance)",
                 )
@@ -141,7 +141,7 @@ class StateMonitor:
                     OVERCURRENT,
                     int(joint),
                     state.current_ma[joint],
-                    current_limit,
+                    current_limit[joint],
                     f"{abs(state.current_ma[joint]):.0f} mA, limit {limits.current_limit_ma[joint]:.0f} mA — the "
                     "servo's own current limit is not holding: check its Current Limit register",
                 )

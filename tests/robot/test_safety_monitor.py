@@ -1,0 +1,241 @@
+"""StateMonitor, pure: each fault kind from readings alone, at its threshold and not below it.
+
+Limits and tolerances are written out here (not read from the product's defaults), so loosening the
+product's MonitorConfig or limits fails these tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handrail.robot.bus import HandState
+from handrail.robot.safety_limits import SafetyLimits
+from handrail.robot.safety_monitor import (
+    BAD_READING,
+    COMMS,
+    HARDWARE_ERROR,
+    LOOP_STALLED,
+    NON_FINITE_ACTION,
+    OPERATOR_STOP,
+    OVERCURRENT,
+    OVERSPEED,
+    OVERTEMPERATURE,
+    SEVERE_KINDS,
+    STALL,
+    Fault,
+    MonitorConfig,
+    StateMonitor,
+)
+
+NAMES = ("index_mcp", "index_pip", "thumb_ip")
+N = len(NAMES)
+MAX_SPEED_RAD_S = np.array([3.0, 2.0, 4.0])
+CURRENT_LIMIT_MA = np.array([350.0, 300.0, 200.0])
+TEMPERATURE_LIMIT_C = np.array([70.0, 65.0, 60.0])
+TRACKING_RAD = np.array([0.5, 0.4, 0.3])
+# The documented defaults (README "The safety layer"), written out: the monitor must be at least this strict.
+SPEED_TOLERANCE = 0.25
+CURRENT_TOLERANCE = 0.15
+READINGS = 3
+TEMPERATURE_MARGIN_C = 5.0
+STALL_TIME_S = 1.0
+
+
+def _limits() -> SafetyLimits:
+    return SafetyLimits(
+        soft_low_rad=np.full(N, -1.0),
+        soft_high_rad=np.full(N, 1.5),
+        max_speed_rad_s=MAX_SPEED_RAD_S.copy(),
+        max_accel_rad_s2=np.full(N, 40.0),
+        max_tracking_error_rad=TRACKING_RAD.copy(),
+        current_limit_ma=CURRENT_LIMIT_MA.copy(),
+        temperature_limit_c=TEMPERATURE_LIMIT_C.copy(),
+    )
+
+
+def _state(time_s: float = 0.0, **values: np.ndarray) -> HandState:
+    fields = {
+        "position_rad": np.zeros(N),
+        "velocity_rad_s": np.zeros(N),
+        "current_ma": np.zeros(N),
+        "temperature_c": np.full(N, 30.0),
+        "hardware_error": np.zeros(N, dtype=np.int64),
+    }
+    fields.update({name: np.asarray(value) for name, value in values.items()})
+    return HandState(timestamp_s=time_s, **fields)
+
+
+@pytest.fixture
+def monitor() -> StateMonitor:
+    return StateMonitor(_limits(), NAMES)
+
+
+def _only(faults: list[Fault], kind: str) -> Fault:
+    assert [fault.kind for fault in faults] == [kind], faults
+    return faults[0]
+
+
+def test_documented_defaults_are_at_least_as_strict_as_written_here() -> None:
+    config = MonitorConfig()
+    assert config.speed_tolerance <= SPEED_TOLERANCE and config.current_tolerance <= CURRENT_TOLERANCE
+    assert config.overspeed_readings <= READINGS and config.overcurrent_readings <= READINGS
+    assert config.temperature_margin_c >= TEMPERATURE_MARGIN_C and config.stall_time_s <= STALL_TIME_S
+
+
+def test_a_calm_reading_is_no_fault(monitor: StateMonitor) -> None:
+    calm = _state(velocity_rad_s=MAX_SPEED_RAD_S, current_ma=-CURRENT_LIMIT_MA)  # at the limits, not over
+    for _ in range(10):
+        assert monitor.check(calm, np.zeros(N)) == []
+
+
+def test_every_joint_at_10_rad_s_for_four_readings_is_an_overspeed_record_not_a_crash(monitor: StateMonitor) -> None:
+    """The issue's reproduction: an array limit once reached float() and raised TypeError here."""
+    fast = _state(velocity_rad_s=np.full(N, 10.0))
+    assert monitor.check(fast) == [] and monitor.check(fast) == []
+    faults = monitor.check(fast)
+    assert [fault.kind for fault in faults] == [OVERSPEED] * N
+    for joint, fault in enumerate(faults):
+        assert fault.joint == joint and fault.joint_name == NAMES[joint]
+        assert fault.value == 10.0
+        assert fault.limit == pytest.approx(MAX_SPEED_RAD_S[joint] * (1 + SPEED_TOLERANCE))
+        assert NAMES[joint] in fault.message and "10.00 rad/s for 3 readings" in fault.message
+        assert not fault.severe
+    assert [fault.kind for fault in monitor.check(fast)] == [OVERSPEED] * N  # it stays a fault
+
+
+def test_overspeed_needs_consecutive_readings_over_the_tolerance(monitor: StateMonitor) -> None:
+    speed = np.zeros(N)
+    speed[1] = -MAX_SPEED_RAD_S[1] * (1 + SPEED_TOLERANCE) - 0.01  # either sense
+    fast, slow = _state(velocity_rad_s=speed), _state()
+    assert monitor.check(fast) == [] and monitor.check(fast) == []
+    assert monitor.check(slow) == []  # a calm reading resets the count
+    assert monitor.check(fast) == [] and monitor.check(fast) == []
+    fault = _only(monitor.check(fast), OVERSPEED)
+    assert fault.joint == 1 and fault.value == speed[1]
+    at_tolerance = np.zeros(N)
+    at_tolerance[1] = MAX_SPEED_RAD_S[1] * (1 + SPEED_TOLERANCE)
+    monitor.reset()
+    for _ in range(READINGS + 2):
+        assert monitor.check(_state(velocity_rad_s=at_tolerance)) == []
+
+
+def test_overcurrent_after_consecutive_readings_over_the_tolerance(monitor: StateMonitor) -> None:
+    current = np.zeros(N)
+    current[2] = -CURRENT_LIMIT_MA[2] * (1 + CURRENT_TOLERANCE) - 1.0
+    high = _state(current_ma=current)
+    assert monitor.check(high) == [] and monitor.check(high) == []
+    fault = _only(monitor.check(high), OVERCURRENT)
+    assert (fault.joint, fault.joint_name, fault.value) == (2, "thumb_ip", current[2])
+    assert fault.limit == pytest.approx(CURRENT_LIMIT_MA[2] * (1 + CURRENT_TOLERANCE))
+    assert "231 mA, limit 200 mA" in fault.message and "Current Limit register" in fault.message
+    assert not fault.severe
+    monitor.reset()
+    assert monitor.check(high) == [] and monitor.check(_state()) == [] and monitor.check(high) == []
+    at_tolerance = np.zeros(N)
+    at_tolerance[2] = CURRENT_LIMIT_MA[2] * (1 + CURRENT_TOLERANCE)
+    for _ in range(READINGS + 2):
+        assert monitor.check(_state(current_ma=at_tolerance)) == []
+
+
+def test_overtemperature_at_the_margin_below_the_limit(monitor: StateMonitor) -> None:
+    temperature = np.full(N, 30.0)
+    temperature[0] = TEMPERATURE_LIMIT_C[0] - TEMPERATURE_MARGIN_C - 0.5
+    assert monitor.check(_state(temperature_c=temperature)) == []
+    temperature[0] = TEMPERATURE_LIMIT_C[0] - TEMPERATURE_MARGIN_C
+    fault = _only(monitor.check(_state(temperature_c=temperature)), OVERTEMPERATURE)
+    assert (fault.joint, fault.value, fault.limit) == (0, 65.0, 65.0)
+    assert fault.severe and "65 °C, stop threshold 65 °C (5 °C below its limit)" in fault.message
+
+
+def test_hardware_error_bits_are_named(monitor: StateMonitor) -> None:
+    errors = np.zeros(N, dtype=np.int64)
+    errors[1] = (1 << 2) | (1 << 5)  # overheating and overload
+    fault = _only(monitor.check(_state(hardware_error=errors)), HARDWARE_ERROR)
+    assert (fault.joint, fault.joint_name, fault.value) == (1, "index_pip", 36.0)
+    assert fault.severe and "overheat" in fault.message.lower() and "overload" in fault.message.lower()
+
+
+@pytest.mark.parametrize("field", ["position_rad", "velocity_rad_s", "current_ma", "temperature_c"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_reading_is_a_bad_reading_of_the_hand(monitor: StateMonitor, field: str, bad: float) -> None:
+    values = np.zeros(N) if field != "temperature_c" else np.full(N, 30.0)
+    values[2] = bad
+    fault = _only(monitor.check(_state(**{field: values})), BAD_READING)
+    assert fault.joint is None and fault.severe and "not a finite number" in fault.message
+
+
+def _stalling(time_s: float, joint: int = 0) -> tuple[HandState, np.ndarray]:
+    current = np.zeros(N)
+    current[joint] = -CURRENT_LIMIT_MA[joint]  # pushing at the limit, either sense
+    target = np.zeros(N)
+    target[joint] = TRACKING_RAD[joint]  # at the edge of the tracking window
+    return _state(time_s, current_ma=current), target
+
+
+def test_a_joint_pushing_at_its_limit_without_moving_for_a_second_is_a_stall(monitor: StateMonitor) -> None:
+    for time_s in (10.0, 10.5, 10.99):
+        assert monitor.check(*_stalling(time_s)) == []
+    fault = _only(monitor.check(*_stalling(10.0 + STALL_TIME_S)), STALL)
+    assert (fault.joint, fault.joint_name, fault.value, fault.limit) == (0, "index_mcp", -350.0, 350.0)
+    assert fault.severe and "stalled for 1.0 s" in fault.message and "0.50 rad from its target" in fault.message
+
+
+def test_a_stall_needs_all_three_conditions_all_the_time(monitor: StateMonitor) -> None:
+    state, target = _stalling(0.0)
+    monitor.check(state, target)
+    moving = _state(0.5, current_ma=state.current_ma, velocity_rad_s=np.full(N, 0.2))
+    assert monitor.check(moving, target) == []  # it moved: the clock restarts
+    assert monitor.check(*_stalling(1.2)) == []
+    weak = _state(2.3, current_ma=0.5 * state.current_ma)
+    assert monitor.check(weak, target) == []  # not pushing hard
+    assert monitor.check(*_stalling(2.4)) == []
+    assert monitor.check(_stalling(3.5)[0], np.zeros(N)) == []  # at its target: resting, not stuck
+    assert monitor.check(_stalling(3.6)[0], None) == []  # torque off: no target, no stall
+    assert monitor.check(*_stalling(4.0)) == []
+    assert monitor.check(*_stalling(4.9)) == []
+    assert _only(monitor.check(*_stalling(5.0)), STALL).joint == 0
+
+
+def test_thresholds_of_the_stall_detector() -> None:
+    config = MonitorConfig(stall_current_fraction=0.9, stall_speed_rad_s=0.05, stall_error_fraction=0.8)
+    monitor = StateMonitor(_limits(), NAMES, config)
+    current = np.zeros(N)
+    current[0] = 0.9 * CURRENT_LIMIT_MA[0]
+    speed = np.zeros(N)
+    speed[0] = 0.049
+    target = np.zeros(N)
+    target[0] = 0.8 * TRACKING_RAD[0] + 1e-9
+    monitor.check(_state(0.0, current_ma=current, velocity_rad_s=speed), target)
+    assert _only(monitor.check(_state(1.0, current_ma=current, velocity_rad_s=speed), target), STALL)
+    for changed in ({"current_ma": current * 0.99}, {"velocity_rad_s": speed + 0.002}):
+        monitor.reset()
+        fields = {"current_ma": current, "velocity_rad_s": speed, **changed}
+        monitor.check(_state(0.0, **fields), target)
+        assert monitor.check(_state(2.0, **fields), target) == []
+    monitor.reset()
+    monitor.check(_state(0.0, current_ma=current, velocity_rad_s=speed), target * 0.99)
+    assert monitor.check(_state(2.0, current_ma=current, velocity_rad_s=speed), target * 0.99) == []
+
+
+def test_several_faults_in_one_reading_are_all_reported(monitor: StateMonitor) -> None:
+    errors = np.zeros(N, dtype=np.int64)
+    errors[0] = 1 << 5
+    temperature = np.array([30.0, 30.0, 59.0])
+    faults = monitor.check(_state(hardware_error=errors, temperature_c=temperature))
+    assert [(fault.kind, fault.joint) for fault in faults] == [(HARDWARE_ERROR, 0), (OVERTEMPERATURE, 2)]
+
+
+def test_reset_forgets_the_counters(monitor: StateMonitor) -> None:
+    fast = _state(velocity_rad_s=np.full(N, 10.0))
+    monitor.check(fast)
+    monitor.check(fast)
+    monitor.reset()
+    assert monitor.check(fast) == [] and monitor.check(fast) == []
+
+
+def test_which_kinds_are_severe() -> None:
+    assert {OVERTEMPERATURE, HARDWARE_ERROR, STALL, COMMS, BAD_READING} == SEVERE_KINDS
+    for kind in (OVERSPEED, OVERCURRENT, LOOP_STALLED, NON_FINITE_ACTION, OPERATOR_STOP):
+        assert not Fault(kind, None, None, 0.0, 0.0, "").severe
+    assert Fault(STALL, 0, "a", 0.0, 0.0, "").severe
