@@ -8,7 +8,11 @@ stops calling :meth:`Robot.step` (a watchdog thread) moves the hand to a safe st
 
 - severe faults (comms, hardware error, overheating, stall, bad readings): torque off at once with
   one broadcast packet that needs no reply (the servos' own bus watchdog is the second line);
-- the others (overspeed, overcurrent, a stalled loop): hold the measured position at reduced current.
+- the others (overspeed, overcurrent, a stalled loop): hold the measured position at reduced current;
+- an unexpected exception under :meth:`Robot.read`, :meth:`Robot.step` or :meth:`Robot.command` (a bug in
+  the filter, the monitor or the driver) is treated like a severe fault: torque off, recorded as
+  ``unexpected_error`` with the exception, then :class:`SafetyFault` raised from it. :meth:`Robot.abort` does
+  the same for an exception the application caught around the robot (the control loop's policy, say).
 
 Order, as the style guide asks: state change (safe stop) first, then the exception
 (:class:`SafetyFault`), then the log entry (``on_safe_stop`` callbacks and the ``handrail.safety``
@@ -17,10 +21,11 @@ logger).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,6 +50,9 @@ from handrail.robot.safety_monitor import (
 )
 
 LOG = logging.getLogger("handrail.safety")
+
+# An exception nothing expected (a bug) under the robot or around it: torque off, like a severe fault.
+UNEXPECTED_ERROR = "unexpected_error"
 
 
 class SafetyState(StrEnum):
@@ -189,7 +197,8 @@ class Robot:
         """Read and check the hand's state; a fault ends in a safe stop and raises SafetyFault."""
         with self._lock:
             self._require_running()
-            return self._read_checked()
+            with self._torque_off_on_unexpected_error("read"):
+                return self._read_checked()
 
     def step(self, raw_target_rad: ArrayLike) -> StepReport:
         """Read, check, filter ``raw_target_rad`` (joint rad, policy order) and send what is safe.
@@ -198,7 +207,9 @@ class Robot:
         """
         with self._lock:
             self._require_running()
-            return self.command(raw_target_rad, self._read_checked())
+            with self._torque_off_on_unexpected_error("step"):
+                state = self._read_checked()
+            return self.command(raw_target_rad, state)
 
     def command(self, raw_target_rad: ArrayLike, state: HandState) -> StepReport:
         """Filter ``raw_target_rad`` against ``state`` (this tick's checked reading, from :meth:`read`) and send it.
@@ -211,16 +222,17 @@ class Robot:
             raise ValueError(f"step needs {len(self.profile.joints)} targets in policy order, got shape {raw.shape}")
         with self._lock:
             self._require_running()
-            started_s = time.monotonic()
-            wanted = self._smoother(raw) if self._smoother is not None else raw
-            result = self._filter(wanted, state.position_rad)
-            filtered_s = time.monotonic()
-            try:
-                self._bus.write_targets(result.target_rad)
-            except BusError as error:
-                self._raise_stop(Fault(COMMS, None, None, 0.0, 0.0, f"hand: writing targets failed: {error}"))
-            self._last_target = result.target_rad.copy()
-            self._last_command_s = time.monotonic()
+            with self._torque_off_on_unexpected_error("command"):
+                started_s = time.monotonic()
+                wanted = self._smoother(raw) if self._smoother is not None else raw
+                result = self._filter(wanted, state.position_rad)
+                filtered_s = time.monotonic()
+                try:
+                    self._bus.write_targets(result.target_rad)
+                except BusError as error:
+                    self._raise_stop(Fault(COMMS, None, None, 0.0, 0.0, f"hand: writing targets failed: {error}"))
+                self._last_target = result.target_rad.copy()
+                self._last_command_s = time.monotonic()
             return StepReport(
                 state,
                 raw,
@@ -240,7 +252,30 @@ class Robot:
         with self._lock:
             return self._safe_stop(Fault(OPERATOR_STOP, None, None, 0.0, 0.0, f"hand: {reason}"), force_torque_off=True)
 
+    def abort(self, error: BaseException, where: str) -> SafeStopRecord:
+        """Torque off now because ``error`` escaped ``where`` (a bug, e.g. in the policy): the severe-fault stop.
+
+        Recorded as an ``unexpected_error`` fault naming the exception; returns the record (no exception, the
+        caller re-raises or reports). A hand already stopped keeps its first record.
+        """
+        with self._lock:
+            if self.state not in (SafetyState.RUNNING, SafetyState.HOLDING) and self.stop_record is not None:
+                return self.stop_record
+            message = f"hand: unexpected {type(error).__name__} in {where}: {error} — a bug; torque is off"
+            fault = Fault(UNEXPECTED_ERROR, None, None, 0.0, 0.0, message)
+            return self._safe_stop(fault, force_torque_off=True, error=error)
+
     # -- internals -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _torque_off_on_unexpected_error(self, where: str) -> Iterator[None]:
+        """Anything but a SafetyFault escaping the block switches torque off first, then raises SafetyFault."""
+        try:
+            yield
+        except SafetyFault:
+            raise
+        except Exception as error:
+            raise SafetyFault(self.abort(error, f"Robot.{where}")) from error
 
     def _require_running(self) -> None:
         if self.state != SafetyState.RUNNING:
@@ -272,7 +307,12 @@ class Robot:
         raise SafetyFault(self._safe_stop(fault, state))
 
     def _safe_stop(
-        self, fault: Fault, state: HandState | None = None, *, force_torque_off: bool = False
+        self,
+        fault: Fault,
+        state: HandState | None = None,
+        *,
+        force_torque_off: bool = False,
+        error: BaseException | None = None,
     ) -> SafeStopRecord:
         torque_off = force_torque_off or fault.severe
         sent, detail = True, ""
@@ -284,14 +324,15 @@ class Robot:
                 self._bus.write_goal_current(self.hold_current_fraction * self.limits.current_limit_ma)
                 if measured is not None:
                     self._bus.write_targets(measured)
-        except BusError as error:
-            sent, detail = False, f"stop commands could not be sent ({error}); the servos' bus watchdog stops them"
+        except Exception as stop_error:  # a bus error, or a bug in the stop path itself: say so, never raise here
+            sent = False
+            detail = f"stop commands could not be sent ({stop_error}); the servos' bus watchdog stops them"
             torque_off = True
         record = SafeStopRecord(time.monotonic(), fault, "torque_off" if torque_off else "hold", sent, detail)
         self.state = SafetyState.TORQUE_OFF if torque_off else SafetyState.HOLDING
         self.stop_record = record
         level = logging.INFO if fault.kind == OPERATOR_STOP else logging.ERROR
-        LOG.log(level, "safe stop (%s): %s %s", record.action, fault.message, detail)
+        LOG.log(level, "safe stop (%s): %s %s", record.action, fault.message, detail, exc_info=error)
         for callback in self.on_safe_stop:
             callback(record)
         return record
