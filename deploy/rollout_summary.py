@@ -109,3 +109,30 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(("pose valid", f"{100 * summary['pose_valid_fraction']:.1f} % of ticks"))
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+
+
+def format_deploy_summary(summary: dict[str, Any], *, hand: str, exit_code: int, stop_reason: str) -> str:
+    """What ``handrail deploy`` prints after a run on ``hand`` (a port, or "a virtual hand ..."): the policy's
+    time and loop figures from the log's :func:`summarize`, how it ended, where the log is.
+
+    Figures the log does not have (no policy tick ran) are left out rather than printed as None, and the
+    sim-vs-real hint appears only when there are ticks to compare.
+    """
+    ticks = summary["ticks"]
+    lines = [f"deploy: {summary['duration_s']:.1f} s of policy on {hand} ({ticks} ticks)"]
+    tick = summary["tick_time_ms"]
+    if ticks and summary["mean_rate_hz"] is not None and tick is not None:
+        lines.append(
+            f"  loop: {summary['mean_rate_hz']:.1f} Hz (target {summary['control_rate_hz']:g} Hz), tick p50 "
+            f"{tick['p50']:.2f} ms, p99 {tick['p99']:.2f} ms, max {tick['max']:.2f} ms, "
+            f"missed deadlines {summary['missed_deadlines']}"
+        )
+    interventions = summary["safety_interventions"]
+    counted = ", ".join(f"{kind} {count}" for kind, count in interventions.items() if count)
+    lines.append(f"  safety interventions: {sum(interventions.values())}" + (f" ({counted})" if counted else ""))
+    ending = f"safe stop: {stop_reason}" if exit_code else stop_reason or "stopped"
+    lines.append(f"  ended: {ending}")
+    lines.append(f"  log: {summary['path']}  (handrail log info {summary['path']})")
+    if ticks:
+        lines.append(f"  sim vs this run: handrail compare {summary['path']}")
+    return "\n".join(lines)

@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+DEPLOY_EXIT_CODES = """exit codes:
+  0  the time is up, or an operator stop (Ctrl-C, SIGTERM): torque off
+  2  bad input: profile, calibration, or a policy that does not match the hand (nothing touched)
+  3  safe stop: a safety fault, a non-finite policy output or an unexpected error (torque off or hold)
+  4  the hand did not start (port, power, motor ids): nothing moved; see `handrail doctor`
+"""
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from handrail.deploy.demo import summarize_demo
     from handrail.deploy.loop import LoopConfig
+    from handrail.deploy.rollout_reader import read_rollout_log
+    from handrail.deploy.rollout_summary import format_deploy_summary, summarize
     from handrail.deploy.run import run_deploy
     from handrail.robot.profile import load_profile
 
@@ -46,8 +55,21 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                 speed_scale=args.speed_scale,
                 extra={"reality_seed": args.reality_seed},
             )
-    summary = summarize_demo(outcome.log_path, profile, outcome.result.exit_code, outcome.result.stop_reason)
-    print(summary.format())
+    hand = args.port or f"a virtual hand (reality seed {args.reality_seed})"
+    if not outcome.started:
+        doctor = "handrail doctor" + (f" --port {args.port}" if args.port else "")
+        print(
+            f"handrail: error: {outcome.result.stop_reason}\n"
+            f"  nothing moved; check the port, the power and the motor ids with `{doctor}`",
+            file=sys.stderr,
+        )
+        return outcome.result.exit_code
+    summary = summarize(read_rollout_log(outcome.log_path))
+    print(
+        format_deploy_summary(
+            summary, hand=hand, exit_code=outcome.result.exit_code, stop_reason=outcome.result.stop_reason
+        )
+    )
     return outcome.result.exit_code
 
 
@@ -73,7 +95,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def add_deploy_commands(commands: Any) -> None:
     """Register ``deploy`` and ``demo`` on the CLI's subparsers."""
     deploy = commands.add_parser(
-        "deploy", help="run an ONNX policy on the hand at a fixed rate behind the safety layer, logged to MCAP"
+        "deploy",
+        help="run an ONNX policy on the hand at a fixed rate behind the safety layer, logged to MCAP",
+        description="Run an ONNX policy on the hand at a fixed rate behind the safety layer, logged to MCAP.",
+        epilog=DEPLOY_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     deploy.add_argument("--policy", required=True, help="the policy file (.onnx, with handrail metadata)")
     deploy.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,3 +155,155 @@ def test_killed_deploy_leaves_a_readable_log(hold_policy, tmp_path, sig) -> None
     else:
         assert process.returncode == 0 and not log.truncated
         assert OPERATOR_STOP in [event.kind for event in log.events]
+
+
+def _policy_that_fails_once_running(policy_file: Path, out: Path) -> Path:
+    """Runs on the all-zero observation the runtime warms up with; any real observation makes its Gather
+    index fall outside the table, and onnxruntime raises mid-run (an error no safety check anticipates)."""
+    source = onnx.load(policy_file)
+    n_obs = source.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    n_act = source.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    graph = helper.make_graph(
+        [
+            helper.make_node("Abs", ["obs"], ["magnitude"]),
+            helper.make_node("ReduceSum", ["magnitude", "axis_1"], ["total"], keepdims=1),
+            helper.make_node("Mul", ["total", "million"], ["scaled"]),
+            helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["gathered"], axis=0),
+            helper.make_node("Squeeze", ["gathered", "axis_1"], ["action"]),
+        ],
+        "fails_once_running",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", n_obs])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", n_act])],
+        [
+            helper.make_tensor("axis_1", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("million", TensorProto.FLOAT, [], [1e6]),
+            helper.make_tensor("table", TensorProto.FLOAT, [2, n_act], [0.0] * (2 * n_act)),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = source.ir_version
+    model.metadata_props.extend(source.metadata_props)
+    onnx.save(model, out)
+    return out
+
+
+def test_an_onnxruntime_error_mid_run_is_a_safe_stop_with_torque_off_first(profile, policy_file, tmp_path) -> None:
+    policy = _policy_that_fails_once_running(policy_file, tmp_path / "fails.onnx")
+    with VirtualHandProcess(reality_seed=5) as vhand:
+        pose = GroundTruthPose(vhand, profile)
+        outcome = run_deploy(
+            policy,
+            profile,
+            vhand.port,
+            pose,
+            config=LoopConfig(seconds=3.0, startup_timeout_s=3.0, status_interval_s=0),
+            log_path=tmp_path / "rollout.mcap",
+        )
+        torque = vhand.ground_truth()["torque_enabled"]
+    assert outcome.result.exit_code == EXIT_SAFE_STOP
+    assert "unexpected" in outcome.result.stop_reason and "in the control loop" in outcome.result.stop_reason
+    record = outcome.safe_stop
+    assert record is not None and record.fault.kind == "unexpected_error" and record.action == "torque_off"
+    assert record.commands_sent and not any(torque)
+    log = read_rollout_log(outcome.log_path)
+    assert not log.truncated
+    kinds = [event.kind for event in log.events]
+    assert kinds[-2:] == [FAULT, SAFE_STOP] and OPERATOR_STOP not in kinds
+    fault = log.events[-2]
+    assert fault.details["fault_kind"] == "unexpected_error" and fault.details["action"] == "torque_off"
+    assert "onnxruntime" in fault.details["traceback"] or "Gather" in fault.details["traceback"]
+
+
+class _PoseSourceWithAnEvent:
+    """Ground truth; on its ``on_call``-th call (ticks of the policy) ``event()`` happens first."""
+
+    def __init__(self, source: GroundTruthPose, on_call: int, event):
+        self.source, self.name = source, source.name
+        self.calls, self.on_call, self.event = 0, on_call, event
+
+    def latest(self):
+        self.calls += 1
+        if self.calls == self.on_call:
+            self.event()
+        return self.source.latest()
+
+    def close(self) -> None:
+        self.source.close()
+
+
+@pytest.mark.parametrize("kind", ["hardware_error", "loop_stalled", "stall"])
+def test_a_safety_fault_ends_the_deploy_with_exit_3_and_its_record_in_the_log(
+    profile, hold_policy, policy_file, tmp_path, kind: str
+) -> None:
+    policy = hold_policy
+    with VirtualHandProcess(reality_seed=6) as vhand:
+        if kind == "hardware_error":
+            event = lambda: vhand.inject("overload", "middle_pip")  # noqa: E731
+        elif kind == "stall":
+            # Every action +1: each joint's target runs to its soft limit; the stuck one cannot follow.
+            policy = _constant_policy(policy_file, tmp_path / "push.onnx", 1.0)
+            event = lambda: vhand.inject("stuck", "index_pip")  # noqa: E731
+        else:
+            event = lambda: time.sleep(0.4)  # noqa: E731  the loop blocks: the robot's watchdog holds the hand
+        outcome = run_deploy(
+            policy,
+            profile,
+            vhand.port,
+            _PoseSourceWithAnEvent(GroundTruthPose(vhand, profile), on_call=15, event=event),
+            config=LoopConfig(seconds=8.0, startup_timeout_s=3.0, status_interval_s=0),
+            log_path=tmp_path / "rollout.mcap",
+        )
+        torque = vhand.ground_truth()["torque_enabled"]
+    assert outcome.result.exit_code == EXIT_SAFE_STOP, outcome.result.stop_reason
+    record = outcome.safe_stop
+    assert record is not None and record.fault.kind == kind, outcome.result.stop_reason
+    assert record.action == ("hold" if kind == "loop_stalled" else "torque_off")
+    assert not any(torque)  # the run ends with torque off, a hold included
+    log = read_rollout_log(outcome.log_path)
+    assert not log.truncated and log.n_ticks >= 10
+    faults = [event for event in log.events if event.kind == FAULT]
+    assert len(faults) == 1 and faults[0].details["fault_kind"] == kind
+    assert faults[0].details["action"] == record.action and record.fault.message in faults[0].message
+    assert [event.kind for event in log.events][-1] == SAFE_STOP
+
+
+def test_cli_deploy_on_a_port_that_does_not_exist_is_one_error_with_its_own_exit_code(
+    hold_policy, tmp_path, capsys
+) -> None:
+    from handrail.cli import main
+    from handrail.deploy.run import EXIT_NOT_STARTED
+
+    port = str(tmp_path / "ttyUSB9")
+    code = main(["deploy", "--policy", str(hold_policy), "--port", port, "--seconds", "1", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == EXIT_NOT_STARTED == 4
+    assert captured.out == ""
+    assert f"the hand did not start: cannot open serial port {port}" in captured.err
+    assert "handrail doctor --port" in captured.err
+    for wrong in ("demo", "None", "compare", "virtual hand", "safety layer stopped"):
+        assert wrong not in captured.err
+
+
+def test_cli_deploy_help_documents_its_exit_codes(capsys) -> None:
+    from handrail.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["deploy", "--help"])
+    text = capsys.readouterr().out
+    for line in ("0  the time is up", "3  safe stop", "4  the hand did not start"):
+        assert line in text
+
+
+def test_cli_deploy_prints_a_deploy_summary(hold_policy, tmp_path, capsys) -> None:
+    from handrail.cli import main
+
+    code = main(["deploy", "--policy", str(hold_policy), "--seconds", "1.5", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, out + captured.err
+    assert "deploy: " in out and "on a virtual hand (reality seed 0)" in out and "ended: time is up" in out
+    assert re.search(r"loop: \d+\.\d Hz \(target 30 Hz\)", out)
+    assert "None" not in out and "demo" not in out
+    (log_path,) = tmp_path.glob("*.mcap")
+    assert f"handrail compare {log_path}" in out
