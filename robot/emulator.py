@@ -377,6 +377,18 @@ def run_emulator(
     return 0
 
 
+def _start_failure(exit_code: int | None, stderr: str, startup_timeout_s: float) -> str:
+    """Why ``handrail emulate`` gave no ready line: its own error when it exited, else a timeout."""
+    if exit_code is None:
+        return f"the virtual hand did not start within {startup_timeout_s:g} s:\n{stderr[-2000:]}"
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    # The CLI prints "handrail: error: ..." for the errors it knows; otherwise the traceback's last line says it.
+    known = [line.removeprefix("handrail: error: ") for line in lines if line.startswith("handrail: error: ")]
+    cause = known[-1] if known else (lines[-1] if lines else "no message")
+    detail = "" if known or len(lines) <= 1 else "\n" + "\n".join(lines[-20:])
+    return f"the virtual hand failed to start (exit code {exit_code}): {cause}{detail}"
+
+
 class VirtualHandProcess:
     """Start ``handrail emulate`` as a child process and talk to its control socket.
 
@@ -408,9 +420,14 @@ class VirtualHandProcess:
         ready_lines, _, _ = select.select([self.process.stdout], [], [], startup_timeout_s)
         line = self.process.stdout.readline() if ready_lines else ""
         if not line:
-            self.process.kill()
+            if ready_lines:  # end of its output: the process is exiting on its own; let it finish
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=10)
+            exit_code = self.process.poll()
+            if exit_code is None:
+                self.process.kill()
             _, stderr = self.process.communicate(timeout=10)
-            raise EmulatorError(f"the virtual hand did not start within {startup_timeout_s:g} s:\n{stderr[-2000:]}")
+            raise EmulatorError(_start_failure(exit_code, stderr, startup_timeout_s))
         ready = json.loads(line)
         self.port: str = ready["port"]
         self.control_path = Path(ready["control"])
