@@ -7,6 +7,7 @@ usable from Python without the CLI.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +21,72 @@ from handrail.cli_policy import add_policy_commands
 from handrail.cli_train import add_training_commands
 from handrail.cli_vision import add_vision_commands
 from handrail.errors import HandrailError
+
+# What a regular install (no extras) cannot run, by command: the extra to install and the modules it brings.
+# Everything else — the demo and its sim-vs-real report (matplotlib), deploy, check, emulate, compare, camera
+# and joint calibration — runs on the regular dependencies.
+TRAIN_EXTRA = ("train", ("torch", "onnx", "gymnasium", "stable_baselines3", "tensorboard"))
+CALIBRATE_EXTRA = ("calibrate", ("scipy",))
+EXTRA_FOR_COMMAND: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {
+    ("train",): TRAIN_EXTRA,
+    ("eval",): TRAIN_EXTRA,
+    ("export",): TRAIN_EXTRA,
+    ("policy", "annotate"): TRAIN_EXTRA,
+    ("vision", "train"): TRAIN_EXTRA,
+    ("vision", "export"): TRAIN_EXTRA,
+    ("calibrate", "dynamics"): CALIBRATE_EXTRA,  # mujoco.sysid needs scipy (mujoco[sysid])
+    ("calibrate", "extrinsics", "--hand-eye"): CALIBRATE_EXTRA,  # the hand-eye refinement: scipy.optimize
+}
+
+
+class MissingExtraError(HandrailError):
+    """A command needs an optional extra that is not installed."""
+
+
+def _command_path(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[str, ...]:
+    """The subcommand names in ``argv`` (``("policy", "annotate")``), following the parser's subparsers."""
+    path: list[str] = []
+    choices = _subcommands(parser)
+    for token in argv:
+        if token in choices:
+            path.append(token)
+            choices = _subcommands(choices[token])
+    return tuple(path)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def require_extra(command: Sequence[str], argv: Sequence[str] = ()) -> None:
+    """Refuse ``command`` (with the options in ``argv``) when an extra it needs is missing, naming the pip
+    command that installs it (MissingExtraError). Run before the command starts, so nothing moves first."""
+    keys = [tuple(command[:1]), tuple(command[:2]), *((*command[:2], token) for token in argv if token[:2] == "--")]
+    needed = next((EXTRA_FOR_COMMAND[key] for key in reversed(keys) if key in EXTRA_FOR_COMMAND), None)
+    if needed is None:
+        return
+    extra, modules = needed
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise MissingExtraError(_install_hint(command, missing, extra))
+
+
+def _install_hint(command: Sequence[str], modules: Sequence[str], extra: str) -> str:
+    return f"`handrail {' '.join(command)}` needs {', '.join(modules)}, from the '{extra}' extra: " + (
+        f"pip install 'handrail[{extra}]'"
+    )
+
+
+def _missing_extra_message(error: ModuleNotFoundError, command: Sequence[str]) -> str | None:
+    """The install hint for a module of an extra that an import deep inside a command did not find."""
+    root = (error.name or "").split(".")[0]
+    for extra, modules in (TRAIN_EXTRA, CALIBRATE_EXTRA):
+        if root in modules:
+            return _install_hint(command, [root], extra)
+    return None
 
 
 def _cmd_profile_show(args: argparse.Namespace) -> int:
@@ -167,10 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 2 usage or input error)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    command = _command_path(parser, argv)
     try:
+        require_extra(command, argv)
         return handler(args)
     except HandrailError as error:
         print(f"handrail: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        message = _missing_extra_message(error, command)
+        if message is None:
+            raise
+        print(f"handrail: error: {message}", file=sys.stderr)
         return 2
