@@ -2,12 +2,15 @@
 # Set up handrail on a fresh Debian machine and run one of its two jobs.
 #   scripts/bootstrap.sh demo   -> install (regular) and run the main job
 #   scripts/bootstrap.sh test   -> install (editable, with dev+train extras), lint and run the test suite
-# Creates its own virtual environment in .venv; installs missing system libraries when run as root.
+# Creates its own virtual environment (.venv, or $HANDRAIL_VENV); installs missing system libraries when
+# run as root. DEMO_SECONDS (default 20) is how long the demo's policy runs.
 set -euo pipefail
 
 job="${1:?usage: scripts/bootstrap.sh demo|test}"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
+venv="${HANDRAIL_VENV:-.venv}"
+demo_seconds="${DEMO_SECONDS:-20}"
 
 # System libraries: libusb for pyrealsense2, EGL/Mesa for headless MuJoCo rendering.
 system_packages=(libusb-1.0-0 libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libopengl0 libglib2.0-0)
@@ -44,28 +47,29 @@ if (( ${#missing[@]} )); then
 fi
 python_bin="${python_bin:-python3}"
 
-if [[ ! -x .venv/bin/python ]]; then
-    echo "bootstrap: creating .venv with $("$python_bin" --version)"
-    "$python_bin" -m venv .venv
+if [[ ! -x "$venv/bin/python" ]]; then
+    echo "bootstrap: creating $venv with $("$python_bin" --version)"
+    "$python_bin" -m venv "$venv"
 fi
-.venv/bin/python -m pip install -q --upgrade pip "setuptools>=70" wheel
+"$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=70" wheel
 
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 case "$job" in
     demo)
-        .venv/bin/python -m pip install -q .
+        # A regular install with no extras: what `pip install handrail` gives a user.
+        "$venv/bin/python" -m pip install -q .
         mkdir -p out
-        .venv/bin/handrail model render --out out/hand.png
+        "$venv/bin/handrail" model render --out out/hand.png
         # The bundled policy turns the cube on the virtual hand (a pty speaking Dynamixel), through the
-        # safety layer, logged to out/demo/; prints its scores.
-        .venv/bin/handrail demo --seconds 20 --out out/demo
+        # safety layer, logged to out/demo/; prints its scores and the sim-vs-real report's path.
+        "$venv/bin/handrail" demo --seconds "$demo_seconds" --out out/demo
         ;;
     test)
-        .venv/bin/python -m pip install -q -e ".[train,dev,calibrate]"
-        .venv/bin/ruff check .
-        .venv/bin/ruff format --check .
+        "$venv/bin/python" -m pip install -q -e ".[train,dev,calibrate]"
+        "$venv/bin/ruff" check .
+        "$venv/bin/ruff" format --check .
         # pytest exits 5 when it collects no tests: that is a failure here, never a silent pass.
-        .venv/bin/python -m pytest -x -q
+        "$venv/bin/python" -m pytest -x -q
         ;;
     *)
         echo "usage: scripts/bootstrap.sh demo|test" >&2
