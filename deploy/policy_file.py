@@ -73,6 +73,9 @@ class PolicyMetadata(BaseModel):
     # Where the hand should be when the policy takes over [rad], policy order (None: the profile's home pose).
     start_pose_rad: list[float] | None = None
     training: dict[str, Any] | None = None
+    # How the training simulator stepped (handrail.sim.sim_settings.SimSettings.to_dict: control rate, physics
+    # timestep, substeps, integrator, solver budget); None: the profile's rate on the MJCF's own physics.
+    sim: dict[str, Any] | None = None
 
     @field_validator("observation_spec", "action_spec", "safety_limits")
     @classmethod
@@ -127,8 +130,9 @@ class PolicyMetadata(BaseModel):
     def to_json(self) -> str:
         """The document for ``metadata_props`` (floats round-trip exactly; no ``training`` key when None)."""
         document = self.model_dump(mode="json")
-        if document["training"] is None:
-            del document["training"]
+        for optional in ("training", "sim"):
+            if document[optional] is None:
+                del document[optional]
         return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
@@ -173,6 +177,19 @@ def parse_policy_metadata(document: Any, source: str = "the document") -> Policy
 def metadata_from_checkpoint_info(info: Mapping[str, Any], source: str = "checkpoint info") -> PolicyMetadata:
     """The policy metadata of a checkpoint's ``info`` (its keys plus :data:`POLICY_SCHEMA_VERSION`)."""
     return parse_policy_metadata({"schema_version": POLICY_SCHEMA_VERSION, **info}, source)
+
+
+def _format_sim(sim: dict[str, Any] | None) -> str:
+    if not sim:
+        return "the profile's rate on the MJCF's own physics (recorded before simulator settings were)"
+    keys = ("substeps", "timestep_s", "integrator", "solver_iterations", "impratio")
+    if not all(key in sim for key in keys):
+        return _short(sim, 100)
+    impratio = f"impratio {sim['impratio']:g}" if sim["impratio"] else "the scene's impratio"
+    return (
+        f"{sim['substeps']} x {sim['timestep_s'] * 1000:.3g} ms {sim['integrator']} physics per tick, "
+        f"{sim['solver_iterations']} solver iterations, {impratio}"
+    )
 
 
 def _describe_validation_error(source: str, error: ValidationError) -> str:
@@ -355,7 +372,8 @@ def describe_policy(path: str | Path) -> str:
         (f"joints ({metadata.n_act})", ", ".join(metadata.joint_names)),
         ("observation", f"n_obs {metadata.n_obs}: {fields}"),
         ("action", action_text),
-        ("control rate", f"{metadata.control_rate_hz:g} Hz"),
+        ("control rate", f"{metadata.control_rate_hz:g} Hz (the loop runs the policy at this rate)"),
+        ("simulator", _format_sim(metadata.sim)),
         ("history", f"{metadata.history}; max pose age {metadata.max_pose_age_s:g} s"),
         ("seed", str(metadata.seed)),
         ("commit", metadata.commit or "(unknown)"),

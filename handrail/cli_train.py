@@ -13,6 +13,7 @@ TASK_CHOICES = ("rotate-z", "pose")
 
 def _cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
+    from handrail.sim.sim_settings import TRAINING_SIM
     from handrail.sim.train import RunConfig, hyperparameters_for, parse_task_overrides, train
 
     config = RunConfig(
@@ -30,6 +31,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         task_overrides=parse_task_overrides(args.task_set),
         hyper=hyperparameters_for(args.task, args.envs, args.set),
         dynamics=Path(args.dynamics) if args.dynamics else None,
+        sim=TRAINING_SIM.with_values(dict(item.partition("=")[::2] for item in args.sim_set)) if args.sim_set else None,
     )
     latest = train(config)
     print(f"wrote {latest} (checkpoints in {config.out / 'checkpoints'}, metrics in {config.out / 'progress.csv'})")
@@ -51,6 +53,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         n_envs=args.envs,
         episode_steps=args.episode_steps,
         dynamics=Path(args.dynamics) if args.dynamics else None,
+        sim=args.sim,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -70,13 +73,26 @@ def add_training_commands(commands: Any) -> None:
     train.add_argument("--seed", type=int, default=0, help="seed of the environment, policy and PPO (default 0)")
     train.add_argument("--no-dr", action="store_true", help="train without domain randomization")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest.pt")
-    train.add_argument("--envs", type=int, default=None, help="simulated hands stepped together (default 64)")
+    train.add_argument(
+        "--envs",
+        type=int,
+        default=None,
+        help="simulated hands stepped together (default 256 for rotate-z, 64 for pose)",
+    )
     train.add_argument("--threads", type=int, default=0, help="physics threads (default: all CPUs)")
     train.add_argument("--episode-steps", type=int, default=None, help="episode length in control steps")
     train.add_argument("--max-steps", type=int, default=None, help="also stop after this many environment steps")
     train.add_argument("--checkpoint-minutes", type=float, default=10.0, help="checkpoint interval [min]")
     train.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="override a PPO setting, e.g. n_epochs=10"
+    )
+    train.add_argument(
+        "--sim-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a simulator setting (control_rate_hz, timestep_s, integrator, solver_iterations, "
+        "line_search_iterations; default 20 Hz on 10 ms Euler physics), e.g. control_rate_hz=30",
     )
     train.add_argument(
         "--task-set",
@@ -107,6 +123,13 @@ def add_training_commands(commands: Any) -> None:
     evaluate.add_argument("--episode-steps", type=int, default=None, help="episode length in control steps")
     evaluate.add_argument(
         "--dynamics", metavar="TOML", help="dynamics calibration: evaluate on the identified hand (DR centred on it)"
+    )
+    evaluate.add_argument(
+        "--sim",
+        choices=("fine",),
+        default=None,
+        help="'fine': the MJCF's own physics (the virtual hand's timestep and solver) at the policy's rate — the "
+        "sim-to-sim check (default: the simulator the policy was trained in)",
     )
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     evaluate.set_defaults(handler=_cmd_eval)

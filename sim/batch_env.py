@@ -49,6 +49,8 @@ from numpy.typing import NDArray
 
 from handrail.calibration.dynamics_file import DynamicsCalibration, apply_dynamics, centre_randomization
 from handrail.errors import HandrailError
+from handrail.robot.batch_monitor import BatchStateMonitor
+from handrail.robot.motors import motor_facts
 from handrail.robot.profile import HandProfile, JointSpec, load_profile
 from handrail.robot.safety_filter import INTERVENTION_KINDS, BatchTargetFilter
 from handrail.robot.safety_limits import SafetyLimits
@@ -57,6 +59,7 @@ from handrail.sim.actions import ActionMap
 from handrail.sim.hand_frame import HandFrame, HandFrameError
 from handrail.sim.model import build_scene_for_profile
 from handrail.sim.observation import DEFAULT_MAX_POSE_AGE_S, BatchObservationBuilder, default_spec
+from handrail.sim.privileged import PrivilegedState
 from handrail.sim.randomization import (
     SNAPSHOT_FIELDS,
     EpisodeRandomization,
@@ -68,6 +71,7 @@ from handrail.sim.randomization import (
     randomized_fields,
     sample_episode,
 )
+from handrail.sim.sim_settings import SimSettings
 from handrail.sim.tasks import ROTATE_Z, PoseConfig, RotateZConfig, TaskState, make_task
 
 # Reset: the hand at home plus this much noise per joint (std) [rad], the cube turned about the palm
@@ -99,6 +103,10 @@ class StepResult:
     filtered_target_rad: NDArray[np.float64]  # (N, n) the targets after the safety filter
     interventions_step: NDArray[np.int64]  # (N,) interventions of the filter this step
     interventions: dict[str, NDArray[np.int64]]  # per kind, (N,), since each hand's reset (before autoreset)
+    # Per monitor fault kind, (N,): the hand's safety monitor would have stopped it this step.
+    safety_stops: dict[str, NDArray[np.bool_]] = field(default_factory=dict)
+    privileged: NDArray[np.float32] | None = None  # (N, n_privileged): the critic's state (``privileged=True``)
+    terminal_privileged: NDArray[np.float32] | None = None  # rows valid where the episode ended
     terminal_obs: NDArray[np.float32] | None = None  # (N, n_obs), rows valid where the episode ended
     episode_return: NDArray[np.float64] | None = None  # (N,) valid where the episode ended
     episode_length: NDArray[np.int64] | None = None
@@ -148,7 +156,6 @@ def _limit_servo_torque(model: mujoco.MjModel, profile: HandProfile, joints: lis
     cannot reach.) Domain randomization then scales this nominal value. A force range already below the cap
     (an identified one) is kept: the cap is what the current limit allows, never more.
     """
-    from handrail.robot.motors import motor_facts
 
     facts = motor_facts(profile.bus.motor_model)
     for joint in joints:
@@ -184,33 +191,35 @@ class BatchHandEnv:
         nthread: int = 0,
         autoreset: bool = True,
         dynamics: DynamicsCalibration | None = None,
+        sim: SimSettings | None = None,
+        object_pose: bool = True,
+        privileged: bool = False,
+        safety_monitor: bool = True,
     ):
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise EnvError(f"n_envs = {n_envs!r} must be a positive integer")
         self.profile = profile if profile is not None else load_profile()
+        model = build_scene_for_profile(self.profile)
+        # The simulator's clock and solver: the given settings, else the MJCF's physics at the profile's rate.
+        self.sim = sim if sim is not None else SimSettings.of_model(model, self.profile.control_rate_hz)
+        self.sim.apply(model)
+        self.control_period_s = self.sim.control_period_s
         if randomization is None:
             randomization = load_randomization() if dr else nominal_randomization()
         self.dynamics = dynamics
         if dynamics is not None:
             dynamics.check_profile(self.profile)
             if randomization.enabled:
-                randomization = centre_randomization(
-                    randomization, dynamics, self.profile, self.profile.control_rate_hz
-                )
+                randomization = centre_randomization(randomization, dynamics, self.profile, self.sim.control_rate_hz)
         self.randomization = randomization
         self.dr = bool(randomization.enabled)
         self.n_envs = n_envs
         self.autoreset = autoreset
         self.history = history
         self.max_pose_age_s = float(max_pose_age_s)
-        self.task = make_task(task, task_config, n_envs)
-        self.control_period_s = self.profile.control_period_s
-
-        model = build_scene_for_profile(self.profile)
-        # Whole substeps per control period, with the timestep shortened so that they add up to exactly one
-        # period: the policy's clock is the profile's, never a rounded one.
-        self.n_substeps = max(1, round(self.control_period_s / model.opt.timestep))
-        model.opt.timestep = self.control_period_s / self.n_substeps
+        self.task = make_task(task, task_config, n_envs, self.control_period_s)
+        # Whole substeps per control period (the timestep is shortened so that they add up to exactly one).
+        self.n_substeps = self.sim.substeps
         self._set_nominal_hand(model)
         self.model = model
         self._nominal = ModelSnapshot.take(model)
@@ -232,7 +241,9 @@ class BatchHandEnv:
         self.start_pose_rad = self._start_pose(self.task.name)
         self.action_map = ActionMap.relative(self.profile.joint_names, self.safety_limits, self.control_period_s)
         self.target_filter = BatchTargetFilter(self.safety_limits, self.control_period_s, n_envs)
-        self.observation_spec = default_spec(self.n_joints, history, self.task.task_size(self.n_joints))
+        self.observation_spec = default_spec(
+            self.n_joints, history, self.task.task_size(self.n_joints), object_pose=object_pose
+        )
         self.observation_builder = BatchObservationBuilder(
             self.observation_spec, self.n_joints, n_envs, history, max_pose_age_s=max_pose_age_s
         )
@@ -246,9 +257,15 @@ class BatchHandEnv:
         self._actuator_velocity = self.batch.bind("actuator_velocity")
         self._site_xpos = self.batch.bind("site_xpos")
         self._tip_site_ids = np.array([model.site(name).id for name in leap.FINGERTIP_SITE_NAMES])
+        self._dof_ids = np.array([model.jnt_dofadr[model.joint(joint.mjcf_joint).id] for joint in joints])
         self._per_sim: dict[str, NDArray[np.float64]] = {}
         if self.dr:  # without DR every simulation keeps the shared nominal model, bit for bit
             self._per_sim = {name: self.batch.expand(name) for name in SNAPSHOT_FIELDS}
+        # Motor current [mA] per N·m of actuator force at the nominal torque cap: the servo holds its current at
+        # the limit, so a hand's force cap (randomized per episode) is where its current reads the limit.
+        self._current_limit_ma = np.array([joint.current_limit_ma for joint in joints])
+        self.monitor = BatchStateMonitor(self.safety_limits, n_envs) if safety_monitor else None
+        self.privileged_state = PrivilegedState(self) if privileged else None
         self._allocate_state()
         self.seed(seed)
 
@@ -333,7 +350,8 @@ class BatchHandEnv:
         params = self._params
         batch.reset(hands, keyframe=self._home_key_id, stage=mujoco.mjtStage.mjSTAGE_NONE)
         limits = self.safety_limits
-        noise = rng.normal(0.0, RESET_JOINT_NOISE_STD_RAD, (len(hands), n))
+        noise_std = getattr(self.task.config, "reset_joint_noise_std_rad", RESET_JOINT_NOISE_STD_RAD)
+        noise = rng.normal(0.0, noise_std, (len(hands), n))
         joints = np.clip(self.start_pose_rad + noise, limits.soft_low_rad, limits.soft_high_rad)
         qpos = self._qpos[hands]
         qpos[:, self._qpos_ids] = joints
@@ -341,7 +359,7 @@ class BatchHandEnv:
         size_scale = np.array([self._sample(i).object_size_scale for i in hands])
         # A cube scaled by size_scale would sink into the palm: raise it by the change of its half edge.
         qpos[:, cube + 2] += (size_scale - 1.0) * self._cube_half_edge_m
-        yaw = rng.uniform(-1, 1, len(hands)) * RESET_CUBE_YAW_RAD
+        yaw = rng.uniform(-1, 1, len(hands)) * getattr(self.task.config, "reset_cube_yaw_rad", RESET_CUBE_YAW_RAD)
         turn = quat.from_rotvec(np.outer(yaw, [0.0, 0.0, 1.0]))
         qpos[:, cube + 3 : cube + 7] = quat.multiply(turn, qpos[:, cube + 3 : cube + 7])
         self._qpos[hands] = qpos
@@ -360,6 +378,8 @@ class BatchHandEnv:
         self._true_joints[hands] = true_q[:, None, :]
         self._reading_rad[hands] = self._joint_reading(hands)
         self.target_filter.reset(hands, self._reading_rad[hands])
+        if self.monitor is not None:
+            self.monitor.reset(hands)
         target = self.target_filter.target_rad[hands]
         servo = target - params.zero_offset_rad[hands]
         self._servo_command[hands] = servo
@@ -451,20 +471,29 @@ class BatchHandEnv:
             self._reading_rad, filtered.target_rad, pose[:, :3], pose[:, 3:], age_s, self._task_input
         )
 
-        forces = self._actuator_force[:, self._actuator_ids] * self._actuator_velocity[:, self._actuator_ids]
+        torque_nm = self._actuator_force[:, self._actuator_ids]
+        power_w = np.abs(torque_nm * self._actuator_velocity[:, self._actuator_ids]).sum(axis=1)
+        safety_stops = self._monitor_check(torque_nm, filtered.target_rad)
+        stopped = np.logical_or.reduce(list(safety_stops.values())) if safety_stops else None
         state = TaskState(
             joint_position_rad=self._true_joints[:, 0],
             action=np.clip(np.nan_to_num(raw_action), -1.0, 1.0),
-            actuator_power_w=np.abs(forces).sum(axis=1),
+            actuator_power_w=power_w,
             cube_position_m=position_m,
             cube_rest_position_m=self._cube_rest_m,
             cube_angular_velocity_rad_s=spin,
             fingertip_position_m=self._fingertips_in_hand_frame(),
+            start_pose_rad=self.start_pose_rad,
+            cube_linear_velocity_m_s=self._cube_linear_velocity(),
+            actuator_torque_nm=torque_nm,
+            safety_stop=stopped,
         )
         verdict = self.task.step(state)
         reward = sum(verdict.reward_terms.values())
         assert isinstance(reward, np.ndarray)
         terminated = verdict.terminated & ~unstable
+        if stopped is not None:
+            terminated |= stopped & ~unstable
         truncated = ~terminated & ((self._episode_step >= self.task.episode_steps) | unstable)
         for kind, count in filtered.counts.items():
             self._counts[kind] += count
@@ -482,6 +511,8 @@ class BatchHandEnv:
             filtered_target_rad=filtered.target_rad,
             interventions_step=sum(filtered.counts.values()),  # type: ignore[arg-type]
             interventions={kind: counts.copy() for kind, counts in self._counts.items()},
+            safety_stops=safety_stops,
+            privileged=None if self.privileged_state is None else self.privileged_state.build(None),
         )
         done = terminated | truncated
         if self.autoreset and done.any():
@@ -496,9 +527,15 @@ class BatchHandEnv:
         episode_return = self._return.copy()
         obs = result.obs
         obs[hands] = self._reset_hands(hands)
+        privileged, terminal_privileged = result.privileged, None
+        if privileged is not None and self.privileged_state is not None:
+            terminal_privileged = privileged.copy()
+            privileged[hands] = self.privileged_state.build(hands)
         return dataclasses.replace(
             result,
             obs=obs,
+            privileged=privileged,
+            terminal_privileged=terminal_privileged,
             terminal_obs=terminal_obs,
             episode_return=episode_return,
             episode_length=lengths,
@@ -584,6 +621,35 @@ class BatchHandEnv:
         local_spin = self._qvel[index][:, self._cube_dof + 3 : self._cube_dof + 6]
         spin = frame.vectors_to_hand(quat.rotate(cube_quat, local_spin))
         return position_m, orientation, spin
+
+    def _cube_linear_velocity(self, hands: NDArray[np.intp] | None = None) -> NDArray[np.float64]:
+        """The cube centre's velocity in the palm frame [m/s] (a free joint's linear velocity is in the world)."""
+        index = slice(None) if hands is None else hands
+        return self._hand_frame.vectors_to_hand(self._qvel[index][:, self._cube_dof : self._cube_dof + 3])
+
+    def joint_velocity(self, hands: NDArray[np.intp] | None = None) -> NDArray[np.float64]:
+        """True joint velocities [rad/s], (N, n), policy order."""
+        index = slice(None) if hands is None else hands
+        return self._qvel[index][:, self._dof_ids]
+
+    def motor_current_ma(self, torque_nm: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The current each servo would report for ``torque_nm`` (N, n): the limit at its episode's torque cap."""
+        if self._per_sim:
+            force_cap = self._per_sim["actuator_forcerange"][:, self._actuator_ids, 1]
+        else:
+            force_cap = self.model.actuator_forcerange[self._actuator_ids, 1][None, :]
+        return np.abs(torque_nm) / force_cap * self._current_limit_ma
+
+    def _monitor_check(
+        self, torque_nm: NDArray[np.float64], target_rad: NDArray[np.float64]
+    ) -> dict[str, NDArray[np.bool_]]:
+        """The hand's safety monitor on this step's reading of every hand (empty without a monitor)."""
+        if self.monitor is None:
+            return {}
+        timestamp_s = self._episode_step * self.control_period_s
+        return self.monitor.check(
+            self._reading_rad, self.joint_velocity(), self.motor_current_ma(torque_nm), target_rad, timestamp_s
+        )
 
     def _fingertips_in_hand_frame(self) -> NDArray[np.float64]:
         """Fingertip sites in the palm frame [m], (N, tips, 3), as of the last physics substep's start."""

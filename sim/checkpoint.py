@@ -33,6 +33,7 @@ import torch
 from handrail.errors import HandrailError
 
 if TYPE_CHECKING:
+    from handrail.sim.sim_settings import SimSettings
     from handrail.robot.profile import HandProfile
 
 CHECKPOINT_FORMAT = "handrail-checkpoint"
@@ -210,20 +211,24 @@ def untrained_checkpoint(
     output_scale: float = 1.0,
     normalizer: bool = True,
     training: dict[str, Any] | None = None,
+    sim: SimSettings | None = None,
+    object_pose: bool = True,
 ) -> Checkpoint:
     """A rotate-z checkpoint with random weights for ``profile``, its info as ``handrail train`` writes it.
 
     For tests and benchmarks of export and deployment without training. ``output_scale`` shrinks the last
     layer (a gentle policy that moves the hand little); ``normalizer`` gives a mean and variance far from
-    the identity (so that a graph without normalization shows), else zeros and ones.
+    the identity (so that a graph without normalization shows), else zeros and ones. ``sim``: the simulator
+    settings it claims (its control rate is the policy's); ``object_pose=False``: the proprioceptive layout.
     """
     from handrail.robot.safety_limits import SafetyLimits
     from handrail.sim.actions import ActionMap
     from handrail.sim.observation import ROTATE_Z_TASK_SIZE, default_spec
 
     limits = SafetyLimits.from_profile(profile)
-    action_map = ActionMap.relative(profile.joint_names, limits, profile.control_period_s)
-    spec = default_spec(len(profile.joints), history, ROTATE_Z_TASK_SIZE)
+    period_s = sim.control_period_s if sim is not None else profile.control_period_s
+    action_map = ActionMap.relative(profile.joint_names, limits, period_s)
+    spec = default_spec(len(profile.joints), history, ROTATE_Z_TASK_SIZE, object_pose=object_pose)
     rng = np.random.default_rng(seed)
     widths = (spec.n_obs, *hidden, action_map.n_joints)
     weights = [rng.normal(0, n_in**-0.5, (n_out, n_in)).astype(np.float32) for n_in, n_out in pairwise(widths)]
@@ -236,7 +241,7 @@ def untrained_checkpoint(
         "dr": True,
         "history": history,
         "max_pose_age_s": 0.1,
-        "control_rate_hz": profile.control_rate_hz,
+        "control_rate_hz": 1.0 / period_s,
         "profile_name": profile.name,
         "profile_fingerprint": profile.fingerprint(),
         "observation_spec": spec.to_dict(),
@@ -246,6 +251,8 @@ def untrained_checkpoint(
     }
     if training is not None:
         info["training"] = training
+    if sim is not None:
+        info["sim"] = sim.to_dict()
     mean = rng.normal(0.0, 2.0, spec.n_obs) if normalizer else np.zeros(spec.n_obs)
     var = rng.uniform(0.1, 4.0, spec.n_obs) if normalizer else np.ones(spec.n_obs)
     return Checkpoint(weights, biases, activation, mean, var, 1e-8, 5.0 if normalizer else 10.0, info)

@@ -28,6 +28,8 @@ from handrail.calibration.dynamics_file import DynamicsCalibration, read_dynamic
 from handrail.errors import HandrailError
 from handrail.robot.profile import load_profile
 from handrail.sim.batch_env import BatchHandEnv
+from handrail.sim.observation import ObservationSpec, uses_object_pose
+from handrail.sim.sim_settings import SimSettings
 from handrail.sim.tasks import POSE, ROTATE_Z
 
 Policy = Callable[[NDArray[np.float32]], NDArray[np.float64]]
@@ -47,6 +49,8 @@ class PolicyUnderTest:
     max_pose_age_s: float
     n_obs: int
     source: str
+    sim: SimSettings | None = None  # the simulator it was trained in (None: the profile's rate, the MJCF's physics)
+    object_pose: bool = True  # whether its observation has the object pose fields
 
 
 def load_policy(path: str | Path) -> PolicyUnderTest:
@@ -65,6 +69,8 @@ def load_policy(path: str | Path) -> PolicyUnderTest:
         max_pose_age_s=float(info["max_pose_age_s"]),
         n_obs=checkpoint.n_obs,
         source=f"checkpoint {path}",
+        sim=SimSettings.from_dict(info["sim"]) if info.get("sim") else None,
+        object_pose=uses_object_pose(ObservationSpec.from_dict(info["observation_spec"])),
     )
 
 
@@ -89,6 +95,8 @@ def _onnx_policy(path: Path) -> PolicyUnderTest:
         max_pose_age_s=metadata.max_pose_age_s,
         n_obs=int(metadata.observation_spec["n_obs"]),
         source=f"policy file {path}",
+        sim=SimSettings.from_dict(metadata.sim) if metadata.sim else None,
+        object_pose=uses_object_pose(metadata.observation),
     )
 
 
@@ -102,9 +110,16 @@ class EvalReport:
     seed: int
     mean_return: float
     mean_episode_steps: float
-    mean_angular_velocity_rad_s: float | None = None
+    mean_angular_velocity_rad_s: float | None = None  # rotation over the whole episode length (a drop ends it)
     mean_rotation_rad: float | None = None
     drop_rate: float | None = None
+    # Mean time from the start to the drop, over the episodes that dropped [s] (None: no drop).
+    mean_time_to_drop_s: float | None = None
+    # Episodes the hand's safety monitor would have stopped (overspeed, overcurrent, stall), and per kind.
+    safety_stop_rate: float | None = None
+    safety_stops: dict[str, int] | None = None
+    episode_s: float | None = None
+    sim: dict[str, Any] | None = None  # the simulator settings of the run
     final_joint_error_rad: float | None = None
     policy: str = ""
     dynamics: dict[str, Any] | None = None  # the dynamics calibration the sim was built from (its record)
@@ -121,10 +136,27 @@ class EvalReport:
                 f"  identified dynamics: {self.dynamics['path']} ({self.dynamics['fingerprint']}, fit RMSE "
                 f"{self.dynamics['fit_rmse_after_rad']:.4f} rad)"
             )
+        if self.sim is not None:
+            sim = self.sim
+            lines.append(
+                f"  simulator: {sim['control_rate_hz']:g} Hz control, {sim['substeps']} x "
+                f"{sim['timestep_s'] * 1000:.2f} ms {sim['integrator']} physics, {sim['solver_iterations']} solver "
+                f"iterations, impratio {sim['impratio']:g}"
+            )
         if self.mean_angular_velocity_rad_s is not None:
-            lines.append(f"  mean cube angular velocity about z: {self.mean_angular_velocity_rad_s:+.3f} rad/s")
+            lines.append(
+                f"  mean cube angular velocity about z: {self.mean_angular_velocity_rad_s:+.3f} rad/s over whole "
+                f"{self.episode_s:g} s episodes"
+            )
             lines.append(f"  mean rotation per episode:          {self.mean_rotation_rad:+.2f} rad")
-            lines.append(f"  drop rate:                          {self.drop_rate:.1%}")
+            drop_time = f" (after {self.mean_time_to_drop_s:.1f} s on average)" if self.mean_time_to_drop_s else ""
+            lines.append(f"  drop rate:                          {self.drop_rate:.1%}{drop_time}")
+        if self.safety_stop_rate is not None:
+            kinds = ", ".join(f"{kind} {count}" for kind, count in (self.safety_stops or {}).items() if count)
+            lines.append(
+                f"  safety monitor would stop the hand: {self.safety_stop_rate:.1%} of episodes"
+                + (f" ({kinds})" if kinds else "")
+            )
         if self.final_joint_error_rad is not None:
             lines.append(f"  final joint error (norm):           {self.final_joint_error_rad:.3f} rad")
         lines.append(f"  mean return {self.mean_return:.1f}, mean episode length {self.mean_episode_steps:.0f} steps")
@@ -142,6 +174,7 @@ def evaluate(
     episode_steps: int | None = None,
     history: int = 1,
     dynamics: DynamicsCalibration | str | Path | None = None,
+    sim: SimSettings | str | None = None,
 ) -> EvalReport:
     """Play ``episodes`` episodes of ``task`` with ``policy`` and score them.
 
@@ -149,11 +182,17 @@ def evaluate(
     function of observations (then ``task`` is required). Each of ``n_envs`` hands (default: up to 32)
     plays ceil(episodes / n_envs) episodes; the first ``episodes`` finished are scored. ``dynamics`` (a
     calibration or its file, which must be the default profile's) makes the simulator the identified hand.
+    ``sim``: the simulator settings (default: the policy's own); ``"fine"`` is the MJCF's own physics (the
+    virtual hand's timestep and solver) at the policy's control rate — the sim-to-sim check of a policy
+    trained on coarse physics.
     """
     if episodes < 1:
         raise EvalError(f"--episodes {episodes} must be at least 1")
     act, source, max_pose_age_s = _unpack(policy, task)
+    object_pose = True
+    own_sim: SimSettings | None = None
     if isinstance(policy, PolicyUnderTest):
+        object_pose, own_sim = policy.object_pose, policy.sim
         if task is not None and task != policy.task:
             raise EvalError(
                 f"the policy was trained for task {policy.task!r}, not {task!r} — pass --task {policy.task}"
@@ -169,6 +208,7 @@ def evaluate(
         dynamics = read_dynamics_calibration(dynamics_path, load_profile())
     n_envs = n_envs or min(episodes, 32)
     per_hand = math.ceil(episodes / n_envs)
+    sim = _simulator(sim, own_sim)
     env = BatchHandEnv(
         task,
         n_envs,
@@ -178,6 +218,8 @@ def evaluate(
         max_pose_age_s=max_pose_age_s,
         task_config=task_config_for(task, episode_steps),
         dynamics=dynamics,
+        sim=sim,
+        object_pose=object_pose,
     )
     if isinstance(policy, PolicyUnderTest) and policy.n_obs != env.observation_spec.n_obs:
         raise EvalError(
@@ -193,10 +235,32 @@ def evaluate(
         done = np.flatnonzero(result.terminated | result.truncated)
         for hand in done.tolist():
             if played[hand] < per_hand:
-                finished.append(_episode_scores(result, hand, env.control_period_s))
+                finished.append(_episode_scores(result, hand, env.control_period_s, env.task.episode_steps))
             played[hand] += 1
-    report = _report(finished[:episodes], task, dr, seed, source)
+    scored = finished[:episodes]
+    report = _report(scored, task, dr, seed, source)
+    report = replace(
+        report,
+        sim=env.sim.to_dict(),
+        episode_s=env.task.episode_steps * env.control_period_s,
+        safety_stops={
+            kind: int(sum(episode.get(f"stop/{kind}", 0.0) for episode in scored)) for kind in result.safety_stops
+        },
+    )
     return report if dynamics is None else replace(report, dynamics=dynamics.record(dynamics_path))
+
+
+def _simulator(sim: SimSettings | str | None, own: SimSettings | None) -> SimSettings | None:
+    """The settings to evaluate in: given ones, the policy's own, or ``"fine"`` (the MJCF's physics, its rate)."""
+    if sim is None or isinstance(sim, SimSettings):
+        return sim if sim is not None else own
+    if sim == "fine":
+        from handrail.sim.model import build_scene_for_profile
+
+        profile = load_profile()
+        rate = own.control_rate_hz if own is not None else profile.control_rate_hz
+        return SimSettings.of_model(build_scene_for_profile(profile), rate)
+    raise EvalError(f"--sim {sim!r}: give 'fine' (the MJCF's own physics) or leave it out (the policy's own)")
 
 
 def _unpack(policy: PolicyUnderTest | Policy, task: str | None) -> tuple[Policy, str, float]:
@@ -209,15 +273,21 @@ def _unpack(policy: PolicyUnderTest | Policy, task: str | None) -> tuple[Policy,
     return policy, getattr(policy, "__name__", "policy function"), DEFAULT_MAX_POSE_AGE_S
 
 
-def _episode_scores(result: Any, hand: int, period_s: float) -> dict[str, float]:
+def _episode_scores(result: Any, hand: int, period_s: float, full_steps: int) -> dict[str, float]:
     length = int(result.episode_length[hand])
     scores = {"return": float(result.episode_return[hand]), "steps": float(length)}
     metrics = result.episode_metrics
     if "cube_angular_velocity_z_rad_s" in metrics:
         spin = float(metrics["cube_angular_velocity_z_rad_s"][hand])
-        scores["spin"] = spin
+        dropped = bool(metrics["dropped"][hand] > 0)
         scores["rotation"] = spin * length * period_s
-        scores["dropped"] = float(result.terminated[hand])
+        # Over the whole episode: the time after a drop or a safety stop turns nothing.
+        scores["spin"] = scores["rotation"] / (full_steps * period_s)
+        scores["dropped"] = float(dropped)
+        scores["time_to_drop_s"] = length * period_s if dropped else math.nan
+        scores["safety_stop"] = float(result.terminated[hand] and not dropped)
+        for kind, stopped in result.safety_stops.items():
+            scores[f"stop/{kind}"] = float(stopped[hand] and not dropped)
     if "final_joint_error_rad" in result.metrics:
         scores["final_error"] = float(result.metrics["final_joint_error_rad"][hand])
     return scores
@@ -227,12 +297,15 @@ def _report(episodes: list[dict[str, float]], task: str, dr: bool, seed: int, so
     def mean(key: str) -> float:
         return float(np.mean([episode[key] for episode in episodes]))
 
-    extra: dict[str, float] = {}
+    extra: dict[str, float | None] = {}
     if task == ROTATE_Z:
+        drop_times = [episode["time_to_drop_s"] for episode in episodes if episode["dropped"]]
         extra = {
             "mean_angular_velocity_rad_s": mean("spin"),
             "mean_rotation_rad": mean("rotation"),
             "drop_rate": mean("dropped"),
+            "mean_time_to_drop_s": float(np.mean(drop_times)) if drop_times else None,
+            "safety_stop_rate": mean("safety_stop"),
         }
     else:
         extra = {"final_joint_error_rad": mean("final_error")}

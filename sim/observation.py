@@ -215,25 +215,34 @@ class ObservationSpec:
         return problems
 
 
-def default_spec(n_joints: int, history: int = 1, task_size: int = ROTATE_Z_TASK_SIZE) -> ObservationSpec:
+def default_spec(
+    n_joints: int, history: int = 1, task_size: int = ROTATE_Z_TASK_SIZE, *, object_pose: bool = True
+) -> ObservationSpec:
     """The layout for the in-hand tasks: joints, last target, object pose with validity and age, task.
 
     ``task_size``: 3 for rotate-z (the rotation axis), ``n_joints`` for a target joint pose.
+    ``object_pose=False``: the proprioceptive layout (no object fields), for a policy that needs no camera.
     """
     for name, value in (("n_joints", n_joints), ("history", history), ("task_size", task_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ObservationSpecError(f"default_spec: {name} = {value!r} must be a positive integer")
-    return ObservationSpec(
-        (
-            (JOINT_POSITION, n_joints * history),  # 16 * history, newest first
-            (PREVIOUS_TARGET, n_joints),  # 16
-            (OBJECT_POSITION, 3),
-            (OBJECT_QUAT, 4),
-            (OBJECT_POSE_VALID, 1),
-            (OBJECT_POSE_AGE, 1),
-            (TASK, task_size),  # 3 (rotate-z axis) or 16 (target pose)
-        )
+    joints = (
+        (JOINT_POSITION, n_joints * history),  # 16 * history, newest first
+        (PREVIOUS_TARGET, n_joints),  # 16
     )
+    object_fields = (
+        (OBJECT_POSITION, 3),
+        (OBJECT_QUAT, 4),
+        (OBJECT_POSE_VALID, 1),
+        (OBJECT_POSE_AGE, 1),
+    )
+    task = ((TASK, task_size),)  # 3 (rotate-z axis) or 16 (target pose)
+    return ObservationSpec(joints + (object_fields if object_pose else ()) + task)
+
+
+def uses_object_pose(spec: ObservationSpec) -> bool:
+    """Whether a layout has any object-pose field (a policy without them needs no pose source)."""
+    return any(name in spec.names for name in OBJECT_FIELDS)
 
 
 def _finite_vector(values: ArrayLike, shape: tuple[int, ...], name: str) -> NDArray[np.float64]:

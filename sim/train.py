@@ -23,13 +23,16 @@ SB3's own ``save``/``load`` are not used: they unpickle (cloudpickle) parts of t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -47,8 +50,10 @@ from tqdm import tqdm
 from handrail.calibration.dynamics_file import DynamicsCalibration, read_dynamics_calibration
 from handrail.errors import HandrailError
 from handrail.robot.profile import HandProfile, load_profile
+from handrail.sim.asymmetric import AsymmetricPolicy
 from handrail.sim.batch_env import BatchHandEnv
 from handrail.sim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from handrail.sim.sim_settings import TRAINING_SIM, SimSettings
 from handrail.sim.tasks import POSE, ROTATE_Z, PoseConfig, RotateZConfig
 
 ACTIVATION_MODULES = {"elu": torch.nn.ELU, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
@@ -79,12 +84,43 @@ class Hyperparameters:
     log_std_init: float = -1.0
     clip_obs: float = 10.0
     history: int = 1
+    # Asymmetric actor-critic: the critic also sees the privileged state (handrail.sim.privileged), with its
+    # own layers (``critic_hidden``; empty = ``hidden``). Only the actor is exported.
+    asymmetric: bool = False
+    critic_hidden: tuple[int, ...] = ()
+    # Whether the actor sees the object pose (a camera on the hand) or only proprioception.
+    object_pose: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
+        """Settings as stored; a checkpoint from before a setting existed gets that setting's default."""
         values = dict(data)
         values["hidden"] = tuple(values.get("hidden", cls.hidden))
+        values["critic_hidden"] = tuple(values.get("critic_hidden", ()))
         return cls(**values)
+
+
+# Rotate-z: MuJoCo Playground's LEAP rotate-z PPO recipe (gamma 0.97, lambda 0.95, lr 3e-4, entropy 1e-2,
+# 4 epochs, asymmetric actor-critic) scaled to two CPU cores: 256 hands x 32 steps per update, a (256, 128)
+# actor (Playground: (512, 256, 128); ours must run ~10 k steps/s on the CPU), a proprioceptive actor with
+# 3 ticks of joint history (HORA's "rotating without seeing").
+ROTATE_Z_HYPERPARAMETERS = Hyperparameters(
+    n_envs=256,
+    n_steps=32,
+    batch_size=2048,
+    n_epochs=4,
+    learning_rate=3e-4,
+    gamma=0.97,
+    gae_lambda=0.95,
+    ent_coef=0.01,
+    target_kl=None,
+    hidden=(256, 128),
+    critic_hidden=(512, 256, 128),
+    log_std_init=-1.0,
+    history=3,
+    asymmetric=True,
+    object_pose=False,
+)
 
 
 @dataclass
@@ -108,6 +144,8 @@ class RunConfig:
     hyper: Hyperparameters = field(default_factory=Hyperparameters)
     # A dynamics calibration file: the simulator is the identified hand (a resumed run keeps its own).
     dynamics: Path | None = None
+    # How the simulator steps (a resumed run keeps its own); None: TRAINING_SIM.
+    sim: SimSettings | None = None
 
 
 class HandVecEnv(VecEnv):
@@ -115,7 +153,9 @@ class HandVecEnv(VecEnv):
 
     def __init__(self, core: BatchHandEnv):
         self.core = core
-        observation_space = gym.spaces.Box(-np.inf, np.inf, (core.observation_spec.n_obs,), np.float32)
+        self.actor_obs_size = core.observation_spec.n_obs
+        privileged = core.privileged_state.size if core.privileged_state is not None else 0
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (self.actor_obs_size + privileged,), np.float32)
         action_space = gym.spaces.Box(-1.0, 1.0, (core.n_joints,), np.float32)
         super().__init__(core.n_envs, observation_space, action_space)
         self._actions: np.ndarray | None = None
@@ -126,7 +166,10 @@ class HandVecEnv(VecEnv):
         if seed is not None:
             self.core.seed(seed)
         self._reset_seeds()
-        return self.core.reset()
+        obs = self.core.reset()
+        if self.core.privileged_state is None:
+            return obs
+        return np.concatenate((obs, self.core.privileged_state.build(None)), axis=1)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
@@ -136,13 +179,18 @@ class HandVecEnv(VecEnv):
         result = self.core.step(self._actions)
         done = result.terminated | result.truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        obs, terminal_obs = result.obs, result.terminal_obs
+        if result.privileged is not None:
+            obs = np.concatenate((obs, result.privileged), axis=1)
+            if terminal_obs is not None and result.terminal_privileged is not None:
+                terminal_obs = np.concatenate((terminal_obs, result.terminal_privileged), axis=1)
         if done.any():
-            assert result.terminal_obs is not None and result.episode_return is not None
+            assert terminal_obs is not None and result.episode_return is not None
             assert result.episode_length is not None
             elapsed_s = time.monotonic() - self._started_s
             for hand in np.flatnonzero(done).tolist():
                 info = infos[hand]
-                info["terminal_observation"] = result.terminal_obs[hand]
+                info["terminal_observation"] = terminal_obs[hand]
                 info["TimeLimit.truncated"] = bool(result.truncated[hand])
                 info["episode"] = {
                     "r": float(result.episode_return[hand]),
@@ -151,7 +199,7 @@ class HandVecEnv(VecEnv):
                 }
                 info["task"] = {name: float(values[hand]) for name, values in result.episode_metrics.items()}
                 info["task"]["terminated"] = float(result.terminated[hand])
-        return result.obs, result.reward.astype(np.float32), done, infos
+        return obs, result.reward.astype(np.float32), done, infos
 
     def close(self) -> None:
         pass
@@ -203,7 +251,8 @@ def policy_info(core: BatchHandEnv, seed: int) -> dict[str, Any]:
         "dr": core.dr,
         "history": core.history,
         "max_pose_age_s": core.max_pose_age_s,
-        "control_rate_hz": profile.control_rate_hz,
+        "control_rate_hz": core.sim.control_rate_hz,
+        "sim": core.sim.to_dict(),
         "profile_name": profile.name,
         "profile_fingerprint": profile.fingerprint(),
         "observation_spec": core.observation_spec.to_dict(),
@@ -238,7 +287,11 @@ def make_checkpoint(
     """
     weights, biases = _actor_layers(model)
     obs_rms, ret_rms = normalizer.obs_rms, normalizer.ret_rms
+    # The actor reads the first columns (the observation); the critic's privileged columns are not exported.
+    actor_obs_size = weights[0].shape[1]
     trainer_state = {
+        "obs_mean_full": torch.from_numpy(np.asarray(obs_rms.mean, dtype=np.float64).copy()),
+        "obs_var_full": torch.from_numpy(np.asarray(obs_rms.var, dtype=np.float64).copy()),
         "policy": model.policy.state_dict(),
         "optimizer": model.policy.optimizer.state_dict(),
         "obs_count": float(obs_rms.count),
@@ -254,8 +307,8 @@ def make_checkpoint(
         actor_weights=weights,
         actor_biases=biases,
         activation=hyper.activation,
-        obs_mean=np.asarray(obs_rms.mean, dtype=np.float64),
-        obs_var=np.asarray(obs_rms.var, dtype=np.float64),
+        obs_mean=np.asarray(obs_rms.mean, dtype=np.float64)[:actor_obs_size].copy(),
+        obs_var=np.asarray(obs_rms.var, dtype=np.float64)[:actor_obs_size].copy(),
         obs_epsilon=float(normalizer.epsilon),
         clip_obs=float(normalizer.clip_obs),
         info=info,
@@ -340,10 +393,14 @@ class Trainer:
             config.hyper = Hyperparameters.from_dict(json.loads(resumed.trainer_state["hyperparameters_json"]))
             config.task, config.seed, config.dr = resumed.info["task"], resumed.info["seed"], resumed.info["dr"]
             config.episode_steps = json.loads(resumed.trainer_state.get("episode_steps_json", "null"))
+            # A checkpoint from before the simulator settings were recorded ran the MJCF's physics at 30 Hz.
+            kept_sim = resumed.info.get("sim")
+            config.sim = SimSettings.from_dict(kept_sim) if kept_sim is not None else None
             if not config.task_overrides:
                 config.task_overrides = json.loads(resumed.trainer_state.get("task_overrides_json", "{}"))
         hyper = config.hyper
         profile = load_profile()
+        sim = config.sim if config.sim is not None else (None if resumed is not None else TRAINING_SIM)
         self.dynamics = run_dynamics(config, profile, resumed)
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
@@ -357,6 +414,9 @@ class Trainer:
             seed=config.seed,
             nthread=config.nthread,
             task_config=task_config_for(config.task, config.episode_steps, config.task_overrides),
+            sim=sim,
+            object_pose=hyper.object_pose,
+            privileged=hyper.asymmetric,
         )
         self.info = policy_info(self.core, config.seed)
         venv = HandVecEnv(self.core)
@@ -364,8 +424,15 @@ class Trainer:
         self.normalizer = VecNormalize(
             venv, norm_obs=True, norm_reward=True, clip_obs=hyper.clip_obs, gamma=hyper.gamma
         )
+        policy_kwargs: dict[str, Any] = {
+            "net_arch": {"pi": list(hyper.hidden), "vf": list(hyper.critic_hidden or hyper.hidden)},
+            "activation_fn": ACTIVATION_MODULES[hyper.activation],
+            "log_std_init": hyper.log_std_init,
+        }
+        if hyper.asymmetric:
+            policy_kwargs["actor_obs_size"] = venv.actor_obs_size
         self.model = PPO(
-            "MlpPolicy",
+            AsymmetricPolicy if hyper.asymmetric else "MlpPolicy",
             self.normalizer,
             n_steps=hyper.n_steps,
             batch_size=hyper.batch_size,
@@ -378,11 +445,7 @@ class Trainer:
             vf_coef=hyper.vf_coef,
             max_grad_norm=hyper.max_grad_norm,
             target_kl=hyper.target_kl,
-            policy_kwargs={
-                "net_arch": {"pi": list(hyper.hidden), "vf": list(hyper.hidden)},
-                "activation_fn": ACTIVATION_MODULES[hyper.activation],
-                "log_std_init": hyper.log_std_init,
-            },
+            policy_kwargs=policy_kwargs,
             seed=config.seed,
             device="cpu",
             verbose=0,
@@ -399,7 +462,10 @@ class Trainer:
         self.model.policy.load_state_dict(state["policy"])
         self.model.policy.optimizer.load_state_dict(state["optimizer"])
         obs_rms, ret_rms = self.normalizer.obs_rms, self.normalizer.ret_rms
-        obs_rms.mean, obs_rms.var = checkpoint.obs_mean.copy(), checkpoint.obs_var.copy()
+        if "obs_mean_full" in state:
+            obs_rms.mean, obs_rms.var = state["obs_mean_full"].numpy().copy(), state["obs_var_full"].numpy().copy()
+        else:
+            obs_rms.mean, obs_rms.var = checkpoint.obs_mean.copy(), checkpoint.obs_var.copy()
         obs_rms.count = state["obs_count"]
         ret_rms.mean, ret_rms.var, ret_rms.count = state["ret_mean"], state["ret_var"], state["ret_count"]
         self.model.num_timesteps = checkpoint.num_timesteps
@@ -457,14 +523,32 @@ class Trainer:
         partial.replace(path)
 
     def run(self) -> Path:
-        """Train until the budget is spent (or Ctrl-C), then save; returns the latest checkpoint's path."""
-        try:
-            self.model.learn(
-                total_timesteps=10**12, callback=_Progress(self), reset_num_timesteps=False, progress_bar=False
-            )
-        except KeyboardInterrupt:
-            print("interrupted: saving a checkpoint", file=sys.stderr)
+        """Train until the budget is spent (or Ctrl-C / SIGTERM), then save; returns the latest checkpoint's path."""
+        with _sigterm_interrupts():
+            try:
+                self.model.learn(
+                    total_timesteps=10**12, callback=_Progress(self), reset_num_timesteps=False, progress_bar=False
+                )
+            except KeyboardInterrupt:
+                print("interrupted: saving a checkpoint", file=sys.stderr)
         return self.save()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a background run's stop, where SIGINT may be ignored) ends training like Ctrl-C: with a save."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -562,7 +646,7 @@ def parse_task_overrides(items: Sequence[str]) -> dict[str, float]:
 
 def hyperparameters_for(task: str, n_envs: int | None = None, overrides: Sequence[str] = ()) -> Hyperparameters:
     """The default settings of ``task``, with ``--envs`` and ``--set NAME=VALUE`` applied."""
-    values = asdict(Hyperparameters())
+    values = asdict(ROTATE_Z_HYPERPARAMETERS if task == ROTATE_Z else Hyperparameters())
     if n_envs is not None:
         values["n_envs"] = n_envs
     for item in overrides:
@@ -570,6 +654,8 @@ def hyperparameters_for(task: str, n_envs: int | None = None, overrides: Sequenc
         if name not in values or not text:
             raise TrainError(f"--set {item!r}: give NAME=VALUE with NAME one of {', '.join(sorted(values))}")
         values[name] = json.loads(text) if name != "activation" else text
+        if name in ("hidden", "critic_hidden"):
+            values[name] = tuple(values[name])
     if values["activation"] not in ACTIVATION_MODULES:
         raise TrainError(f"activation {values['activation']!r}: valid {', '.join(ACTIVATION_MODULES)}")
     hyper = Hyperparameters.from_dict(values)
