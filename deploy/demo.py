@@ -76,6 +76,7 @@ class DemoSummary:
     compare_report: str | None = None
     compare_rmse_deg: float | None = None
     compare_note: str | None = None
+    first_drop_s: float | None = None  # seconds of policy before the first drop (None: no drop)
 
     @property
     def demo_exit_code(self) -> int:
@@ -88,6 +89,7 @@ class DemoSummary:
             "rotation_rad": self.rotation_rad,
             "mean_angular_velocity_rad_s": self.mean_angular_velocity_rad_s,
             "drops": self.drops,
+            "first_drop_s": self.first_drop_s,
             "limit_violations": sum(self.limit_violations.values()),
             "limit_violations_by_kind": self.limit_violations,
             "safety_interventions": sum(self.safety_interventions.values()),
@@ -113,7 +115,8 @@ class DemoSummary:
                 f"demo: {self.policy_seconds:.1f} s of policy on the virtual hand (pose: {self.pose_source})",
                 f"  cube rotation about the palm normal: {self.rotation_rad:+.2f} rad "
                 f"({self.rotation_rad / (2 * np.pi):+.2f} turns), mean {self.mean_angular_velocity_rad_s:+.3f} rad/s",
-                f"  drops: {self.drops}",
+                f"  drops: {self.drops}"
+                + (f" (the first after {self.first_drop_s:.1f} s)" if self.first_drop_s is not None else ""),
                 f"  safety interventions: {sum(self.safety_interventions.values())} ({kinds})",
                 f"  limit violations in the log: {sum(self.limit_violations.values())} ({violations})",
                 f"  loop: {loop.get('ticks')} ticks at {loop.get('mean_rate_hz')} Hz, tick p50 {tick.get('p50')} ms, "
@@ -147,16 +150,24 @@ def cube_rotation(log: RolloutLog) -> tuple[float, float, float]:
     return rotation, rotation / seconds if seconds > 0 else 0.0, seconds
 
 
-def count_drops(log: RolloutLog) -> int:
-    """How many times the cube left the palm (a drop lasts until the cube is back)."""
+def drop_times(log: RolloutLog) -> list[float]:
+    """When the cube left the palm [s after the policy took over] (a drop lasts until the cube is back)."""
     positions = log.pose_position_m
     finite = np.isfinite(positions).all(axis=1)
     if not finite.any():
-        return 0
+        return []
     start = positions[np.flatnonzero(finite)[0]]
     off = (positions[:, 2] < -FELL_BELOW_PALM_M) | (np.linalg.norm(positions[:, :2] - start[:2], axis=1) > OFF_PALM_M)
     off &= finite
-    return int(np.count_nonzero(off[1:] & ~off[:-1]) + int(off[0]))
+    began = np.flatnonzero(np.concatenate(([off[0]], off[1:] & ~off[:-1])))
+    active = np.flatnonzero(log.policy_active)
+    policy_start_s = float(log.time_s[active[0]]) if len(active) else float(log.time_s[0])
+    return [float(log.time_s[tick]) - policy_start_s for tick in began]
+
+
+def count_drops(log: RolloutLog) -> int:
+    """How many times the cube left the palm (a drop lasts until the cube is back)."""
+    return len(drop_times(log))
 
 
 def limit_violations(log: RolloutLog, profile: HandProfile) -> dict[str, int]:
@@ -182,10 +193,12 @@ def summarize_demo(log_path: Path, profile: HandProfile, exit_code: int, stop_re
     rotation, angular_velocity, seconds = cube_rotation(log)
     loop = summarize(log)
     sources = sorted({source for source in log.pose_source if source})
+    drops = drop_times(log)
     return DemoSummary(
         rotation_rad=rotation,
         mean_angular_velocity_rad_s=angular_velocity,
-        drops=count_drops(log),
+        drops=len(drops),
+        first_drop_s=drops[0] if drops else None,
         limit_violations=limit_violations(log, profile),
         safety_interventions=loop["safety_interventions"],
         loop={
@@ -202,7 +215,7 @@ def summarize_demo(log_path: Path, profile: HandProfile, exit_code: int, stop_re
 
 def run_demo(
     *,
-    seconds: float = 20.0,
+    seconds: float = 30.0,
     reality_seed: int = 0,
     out_dir: str | Path = "out/demo",
     policy: str | Path | None = None,

@@ -3,7 +3,9 @@
 What is compared (:func:`policy_differences`, :func:`check_policy_matches`), decisions:
 
 - *Refused* (:class:`PolicyMismatchError`, one message listing every difference): joint names and order
-  (action spec vs profile), control rate, the observation layout (vs :func:`default_spec` for the hand's
+  (action spec vs profile), a control rate the hand does not allow (above its ``max_control_rate_hz``, or too
+  slow for its tracking window: the loop runs a policy at the policy's own rate), the observation layout
+  (vs :func:`default_spec` for the hand's
   joint count, the runtime's history and the policy's task size), a requested history other than the
   policy's, and any safety limit of any joint (vs ``SafetyLimits.from_profile(profile)`` at speed scale 1;
   ``--speed-scale`` tightens the filter at run time and is not part of the policy's meaning).
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handrail.deploy.policy_file import PolicyFileError, PolicyMetadata, read_policy
+from handrail.robot.errors import ProfileError
 from handrail.robot.profile import HandProfile
 from handrail.robot.safety_limits import FIELD_NAMES as LIMIT_FIELDS
 from handrail.robot.safety_limits import SafetyLimits
-from handrail.sim.observation import ROTATE_Z_TASK_SIZE, TASK, default_spec
+from handrail.sim.observation import ROTATE_Z_TASK_SIZE, TASK, default_spec, uses_object_pose
 
 # Rates and limits read back from JSON are exact; this only absorbs arithmetic done differently on two sides.
 VALUE_RTOL = 1e-9
@@ -89,10 +92,19 @@ def _limit_differences(metadata: PolicyMetadata, profile: HandProfile) -> list[s
     return problems
 
 
+def _rate_differences(metadata: PolicyMetadata, profile: HandProfile) -> list[str]:
+    """The loop runs a policy at its own rate: refused where the hand does not allow that rate."""
+    try:
+        profile.at_rate(metadata.control_rate_hz)
+    except ProfileError as error:
+        return [f"control rate: the policy runs at {metadata.control_rate_hz:g} Hz — {error}"]
+    return []
+
+
 def _observation_differences(metadata: PolicyMetadata, profile: HandProfile, history: int) -> list[str]:
     policy_spec = metadata.observation
     task_size = policy_spec.size(TASK) if TASK in policy_spec.names else ROTATE_Z_TASK_SIZE
-    hand_spec = default_spec(len(profile.joints), history, task_size)
+    hand_spec = default_spec(len(profile.joints), history, task_size, object_pose=uses_object_pose(policy_spec))
     differences = hand_spec.diff(policy_spec, this="the hand's observation", that="the policy's")
     return [f"observation: {difference}" for difference in differences]
 
@@ -106,11 +118,7 @@ def policy_differences(
     """
     runtime_history = metadata.history if history is None else history
     problems = _joint_differences(metadata.joint_names, profile.joint_names)
-    if not math.isclose(metadata.control_rate_hz, profile.control_rate_hz, rel_tol=VALUE_RTOL):
-        problems.append(
-            f"control rate is {metadata.control_rate_hz:g} Hz in the policy but {profile.control_rate_hz:g} Hz on the "
-            "hand — the policy's actions are steps sized for its rate"
-        )
+    problems += _rate_differences(metadata, profile)
     if runtime_history != metadata.history:
         problems.append(
             f"history: the runtime builds {runtime_history} tick(s) of joint positions, the policy was trained on "

@@ -65,6 +65,8 @@ def run_deploy(
 ) -> DeployOutcome:
     """Check ``policy_path`` against ``profile``, then run it on the hand at ``port`` (see the module docstring)."""
     runtime = PolicyRuntime(policy_path, profile)
+    # The hand runs the policy at the policy's own rate (checked against what the hand allows).
+    profile = profile.at_rate(runtime.metadata.control_rate_hz)
     stream = status_stream if status_stream is not None else sys.stderr
     for warning in runtime.warnings:
         print(f"handrail: warning: {warning}", file=stream)

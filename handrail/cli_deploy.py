@@ -114,7 +114,7 @@ def add_deploy_commands(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="the main job: the bundled policy turns the cube on the virtual hand; prints the scores"
     )
-    demo.add_argument("--seconds", type=float, default=20.0, help="policy run time [s] (default 20)")
+    demo.add_argument("--seconds", type=float, default=30.0, help="policy run time [s] (default 30)")
     demo.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand (default 0)")
     demo.add_argument("--out", default="out/demo", help="folder for the rollout log (default out/demo)")
     demo.add_argument("--policy", default=None, help="another policy file (default: the bundled one)")

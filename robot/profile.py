@@ -131,6 +131,8 @@ class HandProfile(_Frozen):
     description: str = ""
     mjcf: Path
     control_rate_hz: float = Field(gt=0, le=1000)
+    # The fastest control loop the hand allows [Hz] (None: control_rate_hz); a policy runs at its own rate.
+    max_control_rate_hz: float | None = Field(default=None, gt=0, le=1000)
     bus: BusSpec
     servo: ServoSpec
     joints: tuple[JointSpec, ...] = Field(min_length=1)
@@ -141,6 +143,32 @@ class HandProfile(_Frozen):
     def control_period_s(self) -> float:
         """Control loop period [s]."""
         return 1.0 / self.control_rate_hz
+
+    @property
+    def max_rate_hz(self) -> float:
+        """The fastest control loop the hand allows [Hz]."""
+        return self.max_control_rate_hz if self.max_control_rate_hz is not None else self.control_rate_hz
+
+    def at_rate(self, control_rate_hz: float) -> HandProfile:
+        """This hand run at ``control_rate_hz`` (a policy's own rate); ProfileError when the hand does not allow it.
+
+        Above :attr:`max_rate_hz`, or so slow that the tracking window no longer covers two ticks at full speed
+        (the safety filter could not keep speed and window at once), is refused with the fix.
+        """
+        rate = float(control_rate_hz)
+        if not (math.isfinite(rate) and 0 < rate <= self.max_rate_hz):
+            raise ProfileError(
+                f"profile {self.name!r}: control rate {control_rate_hz!r} Hz is not allowed on this hand (at most "
+                f"{self.max_rate_hz:g} Hz, max_control_rate_hz) — use a policy trained at a rate the hand allows"
+            )
+        if rate == self.control_rate_hz:
+            return self
+        data = self.model_dump()
+        data["control_rate_hz"] = rate
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as error:
+            raise ProfileError(f"profile {self.name!r} at {rate:g} Hz: {error.errors()[0]['msg']}") from error
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -165,7 +193,9 @@ class HandProfile(_Frozen):
         The MJCF path, the description and the source files are left out so that the same hand gives the
         same fingerprint on every machine.
         """
-        payload = self.model_dump(mode="json", exclude={"mjcf", "description", "source", "calibration_source"})
+        # The rate is left out too: a policy carries its own and the runtime checks it against max_rate_hz.
+        excluded = {"mjcf", "description", "source", "calibration_source", "control_rate_hz", "max_control_rate_hz"}
+        payload = self.model_dump(mode="json", exclude=excluded)
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -33,8 +33,8 @@ import torch
 from handrail.errors import HandrailError
 
 if TYPE_CHECKING:
-    from handrail.sim.sim_settings import SimSettings
     from handrail.robot.profile import HandProfile
+    from handrail.sim.sim_settings import SimSettings
 
 CHECKPOINT_FORMAT = "handrail-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -3,10 +3,10 @@
 Training does not need the virtual hand's fine physics (the virtual hand, like the real one, is the
 reality that randomization must cover), so :data:`TRAINING_SIM` steps coarser: 20 Hz control on 10 ms
 physics with Euler integration and a short solver budget, as MuJoCo Playground's LEAP rotate-z does
-(``ctrl_dt`` 0.05, ``sim_dt`` 0.01), but with the solver budget the scene's contacts need. The choice was measured (README, "Training recipe"): stable
-across every randomization range, ~5x the simulated seconds per CPU second of the MJCF's 2 ms
-implicit-fast setting, and a policy trained coarse keeps its score in the fine simulation
-(``handrail eval --sim fine``).
+(``ctrl_dt`` 0.05, ``sim_dt`` 0.01), but with the solver budget the scene's contacts need. The choice was
+measured (README, "Training recipe"): stable across every randomization range, ~5x the simulated seconds
+per CPU second of the MJCF's 2 ms implicit-fast setting; ``handrail eval --sim fine`` checks that a policy
+trained coarse keeps its score in the fine simulation.
 
 A policy records its settings (:meth:`SimSettings.to_dict`) in its checkpoint and policy file, so
 ``handrail eval`` rebuilds the simulator it was trained in and the deploy loop runs it at its own rate.

@@ -151,7 +151,7 @@ def _another_hand(document: dict) -> dict:
     other = json.loads(json.dumps(document))
     names = other["action_spec"]["joint_names"]
     names[1], names[2] = names[2], names[1]  # index_mcp <-> index_pip
-    other["control_rate_hz"] = 50.0
+    other["control_rate_hz"] = 250.0  # above what the hand allows (100 Hz)
     other["safety_limits"]["soft_high_rad"][15] = 1.5  # thumb_ip: 1.75 on the hand
     other["history"] = 2  # but its observation spec has one tick of joint positions
     return other
@@ -165,7 +165,7 @@ def test_a_policy_for_another_hand_is_refused_naming_every_difference(policy_fil
     assert message.startswith("policy other.onnx does not match hand 'leap_right'")
     assert "'index_mcp' is action 2 in the policy but joint 1 on the hand" in message
     assert "'index_pip' is action 1 in the policy but joint 2 on the hand" in message
-    assert "control rate is 50 Hz in the policy but 30 Hz on the hand" in message
+    assert "the policy runs at 250 Hz" in message and "at most 100 Hz" in message
     assert (
         "safety limit soft_high_rad differs: " in message
         and "thumb_ip 1.5 in the policy vs 1.75 on the hand" in message
@@ -183,12 +183,14 @@ def test_the_cli_refuses_a_policy_for_another_hand_profile(handrail_cli, policy_
     text = default_profile_path().read_text()
     mjcf = (default_profile_path().parent / "../../sim/models/leap_hand.xml").resolve()
     text = text.replace('mjcf = "../../sim/models/leap_hand.xml"', f'mjcf = "{mjcf}"')
-    fast_hand = tmp_path / "fast_hand.toml"
-    fast_hand.write_text(text.replace("control_rate_hz = 30.0", "control_rate_hz = 50.0").replace("leap_right", "fast"))
-    assert handrail_cli(["policy", "check", str(policy_file), "--profile", str(fast_hand)]) == 2
+    slow_hand = tmp_path / "slow_hand.toml"
+    slow_hand_text = text.replace("max_control_rate_hz = 100.0", "max_control_rate_hz = 20.0")
+    slow_hand_text = slow_hand_text.replace("control_rate_hz = 30.0", "control_rate_hz = 20.0")
+    slow_hand.write_text(slow_hand_text.replace("leap_right", "slow"))
+    assert handrail_cli(["policy", "check", str(policy_file), "--profile", str(slow_hand)]) == 2
     err = capsys.readouterr().err
-    assert "control rate is 30 Hz in the policy but 50 Hz on the hand" in err
-    assert "trained for hand profile 'leap_right', driving 'fast'" in err
+    assert "the policy runs at 30 Hz" in err and "at most 20 Hz" in err
+    assert "trained for hand profile 'leap_right', driving 'slow'" in err
 
 
 def test_a_runtime_history_other_than_the_policys_is_refused(policy_file, profile):

@@ -116,7 +116,7 @@ BAD_PROFILES = [
     ("malformed toml", "[bus]", "[bus", ["not valid TOML"]),
     (
         "tracking window too small for the speed",
-        "max_tracking_error_rad = 0.25",
+        "max_tracking_error_rad = 0.30",
         "max_tracking_error_rad = 0.1",
         ["max_tracking_error_rad = 0.1", "2 x max_speed_rad_s / control_rate_hz = 0.200"],
     ),

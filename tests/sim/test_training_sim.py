@@ -113,13 +113,15 @@ def test_the_safety_monitor_ends_a_training_episode_like_it_stops_the_hand() -> 
     for index, name in enumerate(env.profile.joint_names):
         if name.endswith(("_mcp", "_pip", "_dip")) and not name.startswith("thumb"):
             closing[:, index] = 1.0
-    for step in range(80):
+    steps = 0
+    while steps < 80:
         result = env.step(closing)
+        steps += 1
         if result.terminated.any():
             break
     stopped = result.safety_stops[STALL]
     assert stopped.any(), "no stall within 4 s of fingers closing on the cube"
-    assert step * env.control_period_s >= 1.0  # the monitor's stall time, not sooner
+    assert steps * env.control_period_s >= 1.0  # the monitor's stall time, not sooner
     assert (result.terminated[stopped]).all() and not result.metrics["dropped"][stopped].any()
     assert (result.reward_terms["safety_stop"][stopped] < 0).all()
     assert (result.reward_terms["safety_stop"][~result.terminated] == 0).all()
