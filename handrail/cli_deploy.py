@@ -73,8 +73,17 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return outcome.result.exit_code
 
 
+DEMO_EXIT_CODES = """exit codes:
+  0  the run kept every limit (a safe stop by the safety layer included: stopping the hand is its job)
+  1  the log shows a limit broken
+  2  bad input (a policy, a profile)
+  4  the virtual hand did not start: nothing ran, nothing to score
+"""
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from handrail.deploy.demo import run_demo
+    from handrail.deploy.run import EXIT_NOT_STARTED
 
     summary = run_demo(
         seconds=args.seconds,
@@ -87,7 +96,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
-    else:
+    if summary.exit_code == EXIT_NOT_STARTED:  # no run: no scores to print, and not a success
+        print(f"handrail: error: the demo did not run: {summary.stop_reason}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    if not args.json:
         print(summary.format())
     return summary.demo_exit_code
 
@@ -112,7 +124,11 @@ def add_deploy_commands(commands: Any) -> None:
     deploy.set_defaults(handler=_cmd_deploy)
 
     demo = commands.add_parser(
-        "demo", help="the main job: the bundled policy turns the cube on the virtual hand; prints the scores"
+        "demo",
+        help="the main job: the bundled policy turns the cube on the virtual hand; prints the scores",
+        description="The main job: the bundled policy turns the cube on the virtual hand; prints the scores.",
+        epilog=DEMO_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--seconds", type=float, default=30.0, help="policy run time [s] (default 30)")
     demo.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand (default 0)")

@@ -307,3 +307,29 @@ def test_cli_deploy_prints_a_deploy_summary(hold_policy, tmp_path, capsys) -> No
     assert "None" not in out and "demo" not in out
     (log_path,) = tmp_path.glob("*.mcap")
     assert f"handrail compare {log_path}" in out
+
+
+def test_cli_demo_whose_virtual_hand_never_started_fails_with_one_error(monkeypatch, tmp_path, capsys) -> None:
+    """A starved machine can leave the virtual hand silent at start: the main job must not pass as a success."""
+    from handrail.cli import main
+    from handrail.deploy import demo
+    from handrail.deploy.run import EXIT_NOT_STARTED
+
+    not_started = demo.DemoSummary(
+        rotation_rad=0.0,
+        mean_angular_velocity_rad_s=0.0,
+        drops=0,
+        limit_violations={},
+        safety_interventions={},
+        loop={"ticks": 0},
+        exit_code=EXIT_NOT_STARTED,
+        stop_reason="the hand did not start: bus /dev/pts/9: no answer from motor 1 (index_mcp)",
+        log_path=str(tmp_path / "rollout.mcap"),
+        pose_source="none",
+        policy_seconds=0.0,
+    )
+    monkeypatch.setattr(demo, "run_demo", lambda **kwargs: not_started)
+    assert main(["demo", "--seconds", "1", "--out", str(tmp_path)]) == EXIT_NOT_STARTED
+    captured = capsys.readouterr()
+    assert "handrail: error: the demo did not run: the hand did not start: bus /dev/pts/9" in captured.err
+    assert "None" not in captured.out + captured.err and "rotation" not in captured.out
