@@ -38,7 +38,7 @@ for module in "${modules[@]}"; do
 module-path = "$module"
 timeout = 300.0
 excluded-modules = []
-test-command = "nice -n 19 env PYTHONPATH=$work/pkg MUJOCO_GL=egl HANDRAIL_PROPERTY_EXAMPLES_SCALE=0.02 $python_bin -m pytest -x -q -p no:cacheprovider $tests"
+test-command = "nice -n 19 env PYTHONPATH=$work/pkg MUJOCO_GL=egl HANDRAIL_PROPERTY_EXAMPLES_SCALE=0.02 $python_bin -P -m pytest -x -q -p no:cacheprovider $tests"
 
 [cosmic-ray.distributor]
 name = "local"
