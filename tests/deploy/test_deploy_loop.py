@@ -87,11 +87,19 @@ def test_policy_for_another_hand_is_refused_before_the_bus(profile, policy_file,
     from handrail.cli import main
 
     other = tmp_path / "other.toml"
-    text = Path(profile.source).read_text().replace("control_rate_hz = 30", "control_rate_hz = 50")
+    # Another hand: slower servos, and a bus that allows at most 25 Hz (the policy runs at 30 Hz).
+    text = Path(profile.source).read_text()
+    assert "max_speed_rad_s = 3.0" in text and "max_control_rate_hz = 100.0" in text
+    text = text.replace("max_speed_rad_s = 3.0", "max_speed_rad_s = 2.5")
+    text = text.replace("control_rate_hz = 30.0", "control_rate_hz = 20.0").replace(
+        "max_control_rate_hz = 100.0", "max_control_rate_hz = 25.0"
+    )
     other.write_text(text.replace('mjcf = "', f'mjcf = "{Path(profile.source).parent}/'))
     assert main(["deploy", "--policy", str(policy_file), "--profile", str(other), "--port", "/dev/null"]) == 2
     message = capsys.readouterr().err
-    assert "control rate" in message and "does not match" in message
+    assert "does not match" in message
+    assert "control rate: the policy runs at 30 Hz" in message
+    assert "safety limit max_speed" in message
 
 
 def test_nan_policy_is_contained(profile, policy_file, tmp_path) -> None:
