@@ -199,6 +199,10 @@ class HandVecEnv(VecEnv):
                 }
                 info["task"] = {name: float(values[hand]) for name, values in result.episode_metrics.items()}
                 info["task"]["terminated"] = float(result.terminated[hand])
+                # Per episode, not per step: the share of episodes a drop or a safety stop ended.
+                for name in ("dropped", "safety_stop"):
+                    if name in result.episode_metrics:
+                        info["task"][f"episode_{name}"] = float(result.episode_metrics[name][hand] > 0)
         return obs, result.reward.astype(np.float32), done, infos
 
     def close(self) -> None:

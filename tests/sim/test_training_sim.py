@@ -125,3 +125,22 @@ def test_the_safety_monitor_ends_a_training_episode_like_it_stops_the_hand() -> 
     assert (result.terminated[stopped]).all() and not result.metrics["dropped"][stopped].any()
     assert (result.reward_terms["safety_stop"][stopped] < 0).all()
     assert (result.reward_terms["safety_stop"][~result.terminated] == 0).all()
+
+
+def test_eval_reports_how_often_the_monitor_would_stop_the_hand_and_when_the_cube_drops() -> None:
+    names = load_profile().joint_names
+    closing_joints = np.array(
+        [name.endswith(("_mcp", "_pip", "_dip")) and not name.startswith("thumb") for name in names]
+    )
+
+    def closing(obs: np.ndarray) -> np.ndarray:
+        return np.tile(closing_joints.astype(np.float64), (len(obs), 1))
+
+    report = evaluate(closing, "rotate-z", dr=False, episodes=4, episode_steps=60, sim=TRAINING_SIM)
+    assert report.safety_stop_rate == 1.0 and report.drop_rate == 0.0
+    assert report.safety_stops == {"overspeed": 0, "overcurrent": 0, "stall": 4}
+    assert report.mean_time_to_drop_s is None
+    # Stopped after ~1.3 s of 3 s: the rotation counts over the whole episode, not the time before the stop.
+    assert report.episode_s == pytest.approx(3.0)
+    assert abs(report.mean_angular_velocity_rad_s) <= abs(report.mean_rotation_rad) / 3.0 + 1e-9
+    assert "safety monitor would stop the hand: 100.0% of episodes (stall 4)" in report.format()
