@@ -14,7 +14,8 @@ TASK_CHOICES = ("rotate-z", "pose")
 def _cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from handrail.sim.sim_settings import TRAINING_SIM
-    from handrail.sim.train import RunConfig, hyperparameters_for, parse_task_overrides, train
+    from handrail.sim.train import train
+    from handrail.sim.train_config import RunConfig, hyperparameters_for, parse_task_overrides
 
     config = RunConfig(
         task=args.task,

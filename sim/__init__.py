@@ -7,6 +7,8 @@
 - :mod:`handrail.sim.randomization`: domain randomization ranges from ``sim/configs/randomization.toml``.
 - :mod:`handrail.sim.batch_env` (N hands on ``mujoco.batch``), :mod:`handrail.sim.env` (Gymnasium, one hand),
   :mod:`handrail.sim.tasks` (pose, rotate-z).
-- :mod:`handrail.sim.train` (PPO, Stable-Baselines3), :mod:`handrail.sim.checkpoint`,
+- :mod:`handrail.sim.train` (PPO, Stable-Baselines3) with :mod:`handrail.sim.train_config` (hyperparameters,
+  run options), :mod:`handrail.sim.vec_env` (SB3's VecEnv) and :mod:`handrail.sim.train_checkpoint`;
+  :mod:`handrail.sim.checkpoint`,
   :mod:`handrail.sim.evaluate`, :mod:`handrail.sim.export` (ONNX policy files).
 """

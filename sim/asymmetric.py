@@ -3,7 +3,7 @@
 The environment hands PPO one vector per hand, ``[observation | privileged state]`` (see
 :mod:`handrail.sim.privileged`), normalized as a whole by ``VecNormalize``. :class:`AsymmetricPolicy`
 feeds the first ``actor_obs_size`` entries to the actor's MLP and the whole vector to the critic's, so the
-exported actor (``mlp_extractor.policy_net`` + ``action_net``, :func:`~handrail.sim.train._actor_layers`)
+exported actor (``mlp_extractor.policy_net`` + ``action_net``, :func:`~handrail.sim.train_checkpoint.actor_layers`)
 takes exactly the observation builder's layout and nothing the hand cannot measure.
 
 Why SB3 and not rsl-rl-lib: the project already trains, checkpoints (without pickle) and exports through

@@ -200,7 +200,7 @@ def evaluate(
         task, history = policy.task, policy.history
     if task not in (POSE, ROTATE_Z):
         raise EvalError(f"unknown task {task!r}; valid tasks: {POSE}, {ROTATE_Z}")
-    from handrail.sim.train import task_config_for
+    from handrail.sim.train_config import task_config_for
 
     dynamics_path: Path | None = None
     if isinstance(dynamics, str | Path):

@@ -23,7 +23,9 @@ from handrail.sim.checkpoint import load_checkpoint, untrained_checkpoint
 from handrail.sim.export import export_policy
 from handrail.sim.model import build_scene_for_profile
 from handrail.sim.randomization import load_randomization
-from handrail.sim.train import RunConfig, Trainer, TrainError, hyperparameters_for, run_dynamics
+from handrail.sim.train import Trainer
+from handrail.sim.train_checkpoint import run_dynamics
+from handrail.sim.train_config import RunConfig, TrainError, hyperparameters_for
 
 DAMPING_SCALE = 1.5
 FORCE_LIMIT_SCALE = 0.5
