@@ -15,7 +15,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from handrail.sim.sim_settings import TRAINING_SIM
     from handrail.sim.train import train
-    from handrail.sim.train_config import RunConfig, hyperparameters_for, parse_task_overrides
+    from handrail.sim.train_config import RunConfig, hyperparameters_for, parse_hyper_overrides, parse_task_overrides
 
     config = RunConfig(
         task=args.task,
@@ -31,6 +31,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         episode_steps=args.episode_steps,
         task_overrides=parse_task_overrides(args.task_set),
         hyper=hyperparameters_for(args.task, args.envs, args.set),
+        hyper_overrides=parse_hyper_overrides(args.set),
         dynamics=Path(args.dynamics) if args.dynamics else None,
         sim=TRAINING_SIM.with_values(dict(item.partition("=")[::2] for item in args.sim_set)) if args.sim_set else None,
     )
@@ -85,7 +86,11 @@ def add_training_commands(commands: Any) -> None:
     train.add_argument("--max-steps", type=int, default=None, help="also stop after this many environment steps")
     train.add_argument("--checkpoint-minutes", type=float, default=10.0, help="checkpoint interval [min]")
     train.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", help="override a PPO setting, e.g. n_epochs=10"
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a PPO setting, e.g. n_epochs=10 (with --resume: only the optimization's, e.g. ent_coef)",
     )
     train.add_argument(
         "--sim-set",

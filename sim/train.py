@@ -52,7 +52,14 @@ from handrail.sim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from handrail.sim.sim_settings import TRAINING_SIM, SimSettings
 from handrail.sim.tasks import POSE, ROTATE_Z
 from handrail.sim.train_checkpoint import make_checkpoint, policy_info, run_dynamics
-from handrail.sim.train_config import ACTIVATION_MODULES, Hyperparameters, RunConfig, TrainError, task_config_for
+from handrail.sim.train_config import (
+    ACTIVATION_MODULES,
+    Hyperparameters,
+    RunConfig,
+    TrainError,
+    resumed_hyperparameters,
+    task_config_for,
+)
 from handrail.sim.vec_env import HandVecEnv
 
 
@@ -129,7 +136,8 @@ class Trainer:
             if not latest.exists():
                 raise TrainError(f"--resume: {latest} does not exist — start the run without --resume")
             resumed = load_checkpoint(latest)
-            config.hyper = Hyperparameters.from_dict(json.loads(resumed.trainer_state["hyperparameters_json"]))
+            stored = Hyperparameters.from_dict(json.loads(resumed.trainer_state["hyperparameters_json"]))
+            config.hyper = resumed_hyperparameters(stored, config.hyper_overrides)
             config.task, config.seed, config.dr = resumed.info["task"], resumed.info["seed"], resumed.info["dr"]
             config.episode_steps = json.loads(resumed.trainer_state.get("episode_steps_json", "null"))
             # A checkpoint from before the simulator settings were recorded ran the MJCF's physics at 30 Hz.

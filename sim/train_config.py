@@ -105,6 +105,9 @@ class RunConfig:
     # Task settings other than the defaults, e.g. {"drop_weight": 25.0}; a resumed run keeps its own unless
     # new ones are given (a curriculum: train, then resume with a stricter task).
     task_overrides: dict[str, float] = field(default_factory=dict)
+    # PPO settings given with --set. A new run has them in ``hyper`` already; a resumed run keeps the
+    # checkpoint's settings and applies these on top (only those in RESUMABLE_SETTINGS may change mid-run).
+    hyper_overrides: dict[str, Any] = field(default_factory=dict)
     hyper: Hyperparameters = field(default_factory=Hyperparameters)
     # A dynamics calibration file: the simulator is the identified hand (a resumed run keeps its own).
     dynamics: Path | None = None
@@ -145,18 +148,45 @@ def parse_task_overrides(items: Sequence[str]) -> dict[str, float]:
     return overrides
 
 
+# PPO settings a resumed run may change (``--resume --set ent_coef=0.001``): the optimization's, not the
+# networks', the batch's or the observation's.
+RESUMABLE_SETTINGS = ("ent_coef", "learning_rate", "clip_range", "n_epochs", "vf_coef", "max_grad_norm", "target_kl")
+
+
+def parse_hyper_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` items of ``--set`` (VALUE in JSON, ``activation`` as a bare word) as a dict."""
+    known = {f.name for f in dataclass_fields(Hyperparameters)}
+    values: dict[str, Any] = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in known or not text:
+            raise TrainError(f"--set {item!r}: give NAME=VALUE with NAME one of {', '.join(sorted(known))}")
+        try:
+            values[name] = json.loads(text) if name != "activation" else text
+        except ValueError as error:
+            raise TrainError(f"--set {item!r}: VALUE is not a number or JSON list ({error})") from error
+        if name in ("hidden", "critic_hidden"):
+            values[name] = tuple(values[name])
+    return values
+
+
+def resumed_hyperparameters(stored: Hyperparameters, overrides: Mapping[str, Any]) -> Hyperparameters:
+    """A resumed run's settings: the checkpoint's, with ``--set`` changes of the resumable ones."""
+    fixed = sorted(set(overrides) - set(RESUMABLE_SETTINGS))
+    if fixed:
+        raise TrainError(
+            f"--resume --set {', '.join(fixed)}: a resumed run keeps its networks, batch and observation; "
+            f"it may change only {', '.join(RESUMABLE_SETTINGS)} — start a new run (another --out) for the rest"
+        )
+    return Hyperparameters.from_dict({**asdict(stored), **overrides})
+
+
 def hyperparameters_for(task: str, n_envs: int | None = None, overrides: Sequence[str] = ()) -> Hyperparameters:
     """The default settings of ``task``, with ``--envs`` and ``--set NAME=VALUE`` applied."""
     values = asdict(ROTATE_Z_HYPERPARAMETERS if task == ROTATE_Z else Hyperparameters())
     if n_envs is not None:
         values["n_envs"] = n_envs
-    for item in overrides:
-        name, _, text = item.partition("=")
-        if name not in values or not text:
-            raise TrainError(f"--set {item!r}: give NAME=VALUE with NAME one of {', '.join(sorted(values))}")
-        values[name] = json.loads(text) if name != "activation" else text
-        if name in ("hidden", "critic_hidden"):
-            values[name] = tuple(values[name])
+    values.update(parse_hyper_overrides(overrides))
     if values["activation"] not in ACTIVATION_MODULES:
         raise TrainError(f"activation {values['activation']!r}: valid {', '.join(ACTIVATION_MODULES)}")
     hyper = Hyperparameters.from_dict(values)
