@@ -7,6 +7,7 @@ exclusions come along and its names are kept unprefixed.
 """
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,11 @@ _CUBE_SETTLE_S = 1.0
 _CUBE_FELL_M = 0.03
 
 _EMPTY_PREFIX_WARNING = "Attaching a spec with an empty prefix"
+# MuJoCo's warning when the hand's <option> (timestep, impratio, integrator, ...) differs from the scene's; it
+# keeps the scene's (the parent's) values, and so do we: said once per hand file, at INFO.
+_ATTACH_CONFLICT_WARNING = "Attach conflict"
+_LOG = logging.getLogger(__name__)
+_hands_told_about_options: set[str] = set()
 
 
 class ModelError(HandrailError):
@@ -74,7 +80,7 @@ def build_scene(
         raise ModelError(f"{SCENE_XML}: no site '{leap.HAND_MOUNT_SITE_NAME}' to attach the hand to")
     # No prefix: the profile, the policy and leap.JOINT_NAMES use the hand's own names. MuJoCo warns
     # that saving may then clash on names; the scene's names are chosen not to clash with a hand's.
-    with _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
+    with _scene_options_win(hand_mjcf), _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
         scene_spec.attach(hand_spec, prefix="", site=mount_site)
         model = _compile(scene_spec, hand_mjcf)
 
@@ -83,7 +89,7 @@ def build_scene(
     home_qpos = _settle_cube(model, home_qpos, home_ctrl, hand_mjcf)
 
     scene_spec.add_key(name=leap.HOME_KEYFRAME_NAME, qpos=home_qpos.tolist(), ctrl=home_ctrl.tolist())
-    with _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
+    with _scene_options_win(hand_mjcf), _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
         return _compile(scene_spec, hand_mjcf)
 
 
@@ -196,6 +202,38 @@ def _settle_cube(model: mujoco.MjModel, qpos: np.ndarray, ctrl: np.ndarray, hand
 
 def _joint_id(model: mujoco.MjModel, name: str) -> int:
     return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
+
+
+@contextlib.contextmanager
+def _scene_options_win(hand_mjcf: Path) -> Iterator[None]:
+    """The scene's physics options win over the hand MJCF's <option>: said once per file at INFO, not warned.
+
+    The physics is the scene's, then the training simulator's or the virtual hand's choice (timestep,
+    integrator, solver, impratio); a hand file pulled from elsewhere (MuJoCo Menagerie's sets impratio 100)
+    does not change it. Other warnings pass on unchanged.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    conflicts: list[str] = []
+    for item in caught:
+        text = str(item.message)
+        # Two forms: the compiler's warning (with a line per option) and MuJoCo's C-level one (first line).
+        if text.removeprefix("MuJoCo: ").startswith(_ATTACH_CONFLICT_WARNING):
+            conflicts.extend(text.splitlines()[1:])
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    key = str(Path(hand_mjcf).resolve())
+    if not conflicts or key in _hands_told_about_options:
+        return
+    _hands_told_about_options.add(key)
+    # Lines like "impratio: parent has 10, child has 100, keeping parent value".
+    details = dict.fromkeys(
+        line.split(", keeping")[0].replace("parent has", "scene has").replace("child has", "hand has")
+        for line in conflicts
+        if line.strip()
+    )
+    _LOG.info("hand MJCF %s sets physics options of its own; the scene's win (%s)", hand_mjcf, "; ".join(details))
 
 
 @contextlib.contextmanager

@@ -177,3 +177,29 @@ def test_home_pose_with_an_unknown_joint_lists_the_valid_names() -> None:
     hand_mjcf = (PROFILE_TOML.parent / _profile()["mjcf"]).resolve()
     with pytest.raises(ModelError, match="if_abd"):
         build_scene(hand_mjcf, {"index_mcp": 0.3})
+
+
+def test_the_scenes_physics_options_win_over_the_hands_said_once_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand file with an <option> of its own (Menagerie's LEAP hand sets impratio 100) warns nothing."""
+    import logging
+    import warnings
+
+    from handrail.sim.model import DEFAULT_HAND_XML
+
+    text = DEFAULT_HAND_XML.read_text()
+    compiler = '<compiler angle="radian" autolimits="true"/>'
+    assert compiler in text
+    hand = tmp_path / "hand_with_options.xml"
+    hand.write_text(text.replace(compiler, compiler + '\n  <option impratio="100" timestep="0.005"/>'))
+    scene_options = build_scene(DEFAULT_HAND_XML).opt
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO, "handrail.sim.model"):
+        warnings.simplefilter("always")
+        model = build_scene(hand)
+        build_scene(hand)
+    assert not [str(w.message) for w in caught if "Attach conflict" in str(w.message)]
+    assert (model.opt.impratio, model.opt.timestep) == (scene_options.impratio, scene_options.timestep) == (10, 0.002)
+    told = [record.getMessage() for record in caplog.records if "sets physics options" in record.getMessage()]
+    assert len(told) == 1, told
+    assert "impratio: scene has 10, hand has 100" in told[0] and "the scene's win" in told[0]
