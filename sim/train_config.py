@@ -172,13 +172,17 @@ def parse_hyper_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def resumed_hyperparameters(stored: Hyperparameters, overrides: Mapping[str, Any]) -> Hyperparameters:
     """A resumed run's settings: the checkpoint's, with ``--set`` changes of the resumable ones."""
-    fixed = sorted(set(overrides) - set(RESUMABLE_SETTINGS))
+    current = asdict(stored)
+    # Repeating the first command's --set (the same value) is fine; changing a fixed setting is not.
+    fixed = sorted(
+        name for name, value in overrides.items() if name not in RESUMABLE_SETTINGS and value != current[name]
+    )
     if fixed:
         raise TrainError(
             f"--resume --set {', '.join(fixed)}: a resumed run keeps its networks, batch and observation; "
             f"it may change only {', '.join(RESUMABLE_SETTINGS)} — start a new run (another --out) for the rest"
         )
-    return Hyperparameters.from_dict({**asdict(stored), **overrides})
+    return Hyperparameters.from_dict({**current, **overrides})
 
 
 def hyperparameters_for(task: str, n_envs: int | None = None, overrides: Sequence[str] = ()) -> Hyperparameters:

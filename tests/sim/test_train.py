@@ -55,9 +55,14 @@ def test_run_folder_has_checkpoints_metrics_and_record(trained_run: Path) -> Non
 
 def test_resume_continues_the_step_counter(trained_run: Path) -> None:
     before = load_checkpoint(trained_run / "latest.pt").num_timesteps
-    assert main(["train", *TINY, "--minutes", "5", "--max-steps", "1024", "--out", str(trained_run), "--resume"]) == 0
+    resume = ["train", *TINY, "--minutes", "5", "--max-steps", "1024", "--out", str(trained_run), "--resume"]
+    assert main([*resume, "--set", "ent_coef=0.005"]) == 0
     after = load_checkpoint(trained_run / "latest.pt")
     assert after.num_timesteps >= before + 1024
+    # The optimization setting changed; the first command's other --set values are the run's own.
+    hyper = json.loads(after.trainer_state["hyperparameters_json"])
+    assert hyper["ent_coef"] == 0.005 and hyper["hidden"] == [64, 64]
+    assert main([*resume, "--set", "hidden=[32]"]) == 2
     np.testing.assert_array_equal(after.obs_mean.shape, (57,))
 
 

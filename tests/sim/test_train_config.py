@@ -25,6 +25,7 @@ def test_set_parses_json_values_and_names_a_bad_one() -> None:
 def test_a_resumed_run_keeps_its_settings_and_changes_only_the_optimizations() -> None:
     stored = hyperparameters_for("rotate-z")
     assert resumed_hyperparameters(stored, {}) == stored
+    assert resumed_hyperparameters(stored, {"hidden": stored.hidden, "n_envs": stored.n_envs}) == stored
     changed = resumed_hyperparameters(stored, {"ent_coef": 0.0, "learning_rate": 1e-4})
     assert (changed.ent_coef, changed.learning_rate) == (0.0, 1e-4)
     assert changed.hidden == stored.hidden and changed.n_envs == stored.n_envs
