@@ -12,7 +12,9 @@ camera and the ArUco baseline); see :mod:`handrail.deploy.camera_pose`. Scores:
 - drops: the cube leaving the palm (centre more than 5 cm below the palm surface or 10 cm from where it
   started in the palm plane; once dropped, it stays dropped on a real hand);
 - limit violations in the log: a commanded target outside the soft limits, a commanded step faster than
-  the speed limit, a measured speed beyond the limit plus the monitor's tolerance;
+  the speed limit, a measured speed beyond the limit plus the monitor's tolerance for as many consecutive
+  ticks as the monitor's overspeed fault takes (one reading over it — a finger snapping free of the cube —
+  is what the monitor tolerates, and so does this count);
 - safety interventions by kind, and the loop's timing (p50/p99/max tick time, missed deadlines).
 """
 
@@ -170,6 +172,16 @@ def count_drops(log: RolloutLog) -> int:
     return len(drop_times(log))
 
 
+def sustained(flags: np.ndarray, readings: int) -> np.ndarray:
+    """(ticks, joints) bool: True where a joint's flag has been set for ``readings`` consecutive ticks up to here."""
+    run = np.zeros(flags.shape[1:], dtype=np.int64)
+    out = np.zeros(flags.shape, dtype=bool)
+    for tick, row in enumerate(flags):
+        run = np.where(row, run + 1, 0)
+        out[tick] = run >= readings
+    return out
+
+
 def limit_violations(log: RolloutLog, profile: HandProfile) -> dict[str, int]:
     """Ticks (per joint) where the log shows a limit broken (see the module docstring)."""
     limits = SafetyLimits.from_profile(profile)
@@ -178,8 +190,9 @@ def limit_violations(log: RolloutLog, profile: HandProfile) -> dict[str, int]:
     period_s = 1.0 / log.header.control_rate_hz
     step = np.abs(np.diff(target, axis=0))
     too_fast = step > limits.max_speed_rad_s * period_s * (1 + 1e-6) + LIMIT_TOLERANCE
-    tolerance = 1.0 + MonitorConfig().speed_tolerance
-    measured_fast = np.abs(log.velocity_rad_s) > limits.max_speed_rad_s * tolerance
+    monitor = MonitorConfig()
+    over = np.abs(log.velocity_rad_s) > limits.max_speed_rad_s * (1.0 + monitor.speed_tolerance)
+    measured_fast = sustained(over, monitor.overspeed_readings)
     return {
         "target_outside_soft_limits": int(np.count_nonzero(outside)),
         "target_step_over_speed_limit": int(np.count_nonzero(too_fast)),

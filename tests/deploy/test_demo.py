@@ -1,7 +1,7 @@
 """The main job, short: the bundled policy turns the cube on the virtual hand, and the log shows no limit broken.
 
-The run may end early in a safe stop (the bundled policy pushes a blocked thumb until the stall detector
-stops the hand; see deploy/policies/leap_rotate_z.json): that is the safety layer doing its job, and the
+The run may end early in a safe stop (a finger pushing the cube at the current limit for a second trips the
+stall detector; see deploy/policies/leap_rotate_z.json): that is the safety layer doing its job, and the
 demo's exit code is 0 as long as no limit was broken."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from handrail.cli import main
 from handrail.deploy.demo import bundled_policy_path, limit_violations
 from handrail.deploy.rollout_reader import read_rollout_log
 from handrail.robot.profile import load_profile
+from handrail.robot.safety_monitor import MonitorConfig
 
 DEMO_SECONDS = 8.0
 # Below what the bundled policy turns on the virtual hand before anything stops it, far above standing still.
@@ -45,3 +46,17 @@ def test_short_demo_turns_the_cube_within_the_limits(tmp_path, capsys) -> None:
     assert report.is_file() and report.parent.name.endswith("_compare")
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert metrics["overall_rmse_rad"]["nominal"] == pytest.approx(np.radians(summary["compare_rmse_deg"]))
+
+
+def test_a_measured_speed_counts_as_broken_only_as_long_as_the_monitor_needs() -> None:
+    """One reading over the limit is what the monitor tolerates (a finger snapping free); 3 in a row are not."""
+    from handrail.deploy.demo import sustained
+
+    readings = MonitorConfig().overspeed_readings
+    flags = np.zeros((8, 2), dtype=bool)
+    flags[1, 0] = True  # a one-tick spike
+    flags[3 : 3 + readings, 1] = True  # as long as the monitor's fault takes
+    found = sustained(flags, readings)
+    assert not found[:, 0].any()
+    assert np.flatnonzero(found[:, 1]).tolist() == [3 + readings - 1]
+    assert sustained(np.ones((readings - 1, 3), dtype=bool), readings).sum() == 0
