@@ -245,3 +245,19 @@ def test_which_kinds_are_severe() -> None:
     for kind in (OVERSPEED, OVERCURRENT, LOOP_STALLED, NON_FINITE_ACTION, OPERATOR_STOP):
         assert not Fault(kind, None, None, 0.0, 0.0, "").severe
     assert Fault(STALL, 0, "a", 0.0, 0.0, "").severe
+
+
+def test_a_stall_is_found_between_readings_and_measured_as_the_distance_to_the_target(
+    monitor: StateMonitor,
+) -> None:
+    """Readings never land exactly on the stall time, and the error is target - position (not their sum)."""
+    current = np.zeros(N)
+    current[0] = -CURRENT_LIMIT_MA[0]
+    position, target = np.zeros(N), np.zeros(N)
+    position[0], target[0] = 0.3, -0.2  # 0.5 rad from the target; target + position would be 0.1
+    for time_s in (0.0, 0.6):
+        assert monitor.check(_state(time_s, current_ma=current, position_rad=position), target) == []
+    fault = _only(monitor.check(_state(1.15, current_ma=current, position_rad=position), target), STALL)
+    assert fault.joint == 0 and "0.50 rad from its target" in fault.message
+    # Still stuck on the next reading: still a fault (the clock does not have to hit the limit exactly).
+    assert _only(monitor.check(_state(1.2, current_ma=current, position_rad=position), target), STALL)
