@@ -33,6 +33,10 @@ class BatchStateMonitor:
         self._overspeed = np.zeros((n_hands, n), dtype=np.int64)
         self._overcurrent = np.zeros((n_hands, n), dtype=np.int64)
         self._stalled_since_s = np.full((n_hands, n), np.nan)
+        # Joints of the last reading that push at the stall current while their target is the stall error away:
+        # a stall but for the speed. (A training penalty: a stochastic policy's jitter keeps resetting the stall
+        # timer, while the same policy acting deterministically on the hand holds still and trips it.)
+        self.pushing = np.zeros((n_hands, n), dtype=bool)
         config = self.config
         self._speed_limit = limits.max_speed_rad_s * (1.0 + config.speed_tolerance)
         self._current_limit = limits.current_limit_ma * (1.0 + config.current_tolerance)
@@ -45,6 +49,7 @@ class BatchStateMonitor:
         self._overspeed[index] = 0
         self._overcurrent[index] = 0
         self._stalled_since_s[index] = np.nan
+        self.pushing[index] = False
 
     def check(
         self,
@@ -63,11 +68,10 @@ class BatchStateMonitor:
         self._overspeed = np.where(over_speed, self._overspeed + 1, 0)
         over_current = np.abs(current_ma) > self._current_limit
         self._overcurrent = np.where(over_current, self._overcurrent + 1, 0)
-        stalled = (
-            (np.abs(current_ma) >= self._stall_current)
-            & (np.abs(velocity_rad_s) < config.stall_speed_rad_s)
-            & (np.abs(target_rad - position_rad) >= self._stall_error)
+        self.pushing = (np.abs(current_ma) >= self._stall_current) & (
+            np.abs(target_rad - position_rad) >= self._stall_error
         )
+        stalled = self.pushing & (np.abs(velocity_rad_s) < config.stall_speed_rad_s)
         now_s = np.broadcast_to(np.asarray(timestamp_s, dtype=np.float64)[:, None], stalled.shape)
         started = np.where(np.isnan(self._stalled_since_s), now_s, self._stalled_since_s)
         self._stalled_since_s = np.where(stalled, started, np.nan)

@@ -487,6 +487,7 @@ class BatchHandEnv:
             cube_linear_velocity_m_s=self._cube_linear_velocity(),
             actuator_torque_nm=torque_nm,
             safety_stop=stopped,
+            pushing_joints=None if self.monitor is None else self.monitor.pushing.sum(axis=1).astype(np.float64),
         )
         verdict = self.task.step(state)
         reward = sum(verdict.reward_terms.values())

@@ -53,6 +53,9 @@ class TaskState:
     cube_linear_velocity_m_s: NDArray[np.float64] | None = None  # (N, 3) hand frame [m/s]
     actuator_torque_nm: NDArray[np.float64] | None = None  # (N, n) [N·m]
     safety_stop: NDArray[np.bool_] | None = None  # (N,)
+    # Joints per hand pushing at the stall current with their target the stall error away (a stall but for the
+    # speed, see BatchStateMonitor.pushing).
+    pushing_joints: NDArray[np.float64] | None = None  # (N,)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,11 @@ class RotateZConfig:
     # still to come; with 100 (and the pose penalty) the policy learned to hold the cube still.
     drop_weight: float = 10.0
     safety_stop_weight: float = 10.0
+    # Per joint pushing at the stall current with its target the stall error away (per second). The stall stop
+    # above rarely fires in training: the exploration noise keeps the joints moving, while the deterministic
+    # policy on the hand holds a blocked finger still and trips the monitor after 1 s (found on the virtual
+    # hand). This term penalizes the stall's cause, whatever the speed.
+    pushing_weight: float = 0.5
     action_weight: float = 0.01  # per unit of ||action||^2
     # Shaping: per m of mean fingertip-to-cube-centre distance, so that exploration finds the cube.
     fingertip_distance_weight: float = 2.0
@@ -220,6 +228,7 @@ class RotateZTask:
         zeros = np.zeros(n_hands)
         linear_m_s = state.cube_linear_velocity_m_s
         torque_nm = state.actuator_torque_nm
+        pushing = zeros if state.pushing_joints is None else state.pushing_joints
         pose_error = zeros if state.start_pose_rad is None else state.joint_position_rad - state.start_pose_rad
         per_second = {
             "rotation": config.rotation_weight * np.clip(spin_rad_s, -clip, clip) * self._fade(offset_m),
@@ -233,12 +242,14 @@ class RotateZTask:
             "fingertips": -config.fingertip_distance_weight * _mean_fingertip_distance(state),
             "drop": -config.drop_weight * dropped,
             "safety_stop": -config.safety_stop_weight * (stopped & ~dropped),
+            "pushing": -config.pushing_weight * pushing,
         }
         terms = {name: values * dt for name, values in per_second.items()}
         metrics = {
             "cube_angular_velocity_z_rad_s": spin_rad_s,
             "dropped": dropped.astype(np.float64),
             "safety_stop": (stopped & ~dropped).astype(np.float64),
+            "pushing_joints": np.asarray(pushing, dtype=np.float64),
         }
         return TaskStep(terms, dropped | stopped, metrics)
 

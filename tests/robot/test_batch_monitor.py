@@ -101,3 +101,23 @@ def test_a_stall_needs_its_full_time_in_the_batch_monitor_too() -> None:
     for time_s in (0.0, 0.5, 0.95):
         assert not monitor.check(*pushing.values(), np.array([time_s]))[STALL][0]
     assert monitor.check(*pushing.values(), np.array([1.0]))[STALL][0]
+
+
+def test_pushing_is_a_stall_but_for_the_speed_and_clears_on_reset() -> None:
+    # The training penalty's signal: a joint at the stall current whose target is the stall error away, moving
+    # or not; a joint below the current or near its target is not pushing.
+    limits = _limits()
+    monitor = BatchStateMonitor(limits, 2)
+    stall_error = monitor.config.stall_error_fraction * limits.max_tracking_error_rad
+    stall_current = monitor.config.stall_current_fraction * limits.current_limit_ma
+    current = np.tile(stall_current, (2, 1))
+    current[0, 1] -= 1.0  # hand 0, joint 1: just under the stall current
+    target = np.tile(stall_error, (2, 1))
+    target[0, 2] -= 1e-3  # hand 0, joint 2: just inside the stall error
+    velocity = np.zeros((2, N))
+    velocity[1] = 2.0  # hand 1 moves fast: pushing all the same, but no stall timer
+    monitor.check(np.zeros((2, N)), velocity, current, target, np.zeros(2))
+    assert monitor.pushing.tolist() == [[True, False, False, True], [True, True, True, True]]
+    assert np.isnan(monitor._stalled_since_s[1]).all() and not np.isnan(monitor._stalled_since_s[0, 0])
+    monitor.reset(np.array([1]))
+    assert monitor.pushing.tolist() == [[True, False, False, True], [False] * N]

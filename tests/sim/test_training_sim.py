@@ -113,12 +113,18 @@ def test_the_safety_monitor_ends_a_training_episode_like_it_stops_the_hand() -> 
     for index, name in enumerate(env.profile.joint_names):
         if name.endswith(("_mcp", "_pip", "_dip")) and not name.startswith("thumb"):
             closing[:, index] = 1.0
-    steps = 0
+    steps, pushed_before_the_stop = 0, False
+    weight = env.task.config.pushing_weight
     while steps < 80:
         result = env.step(closing)
         steps += 1
+        # Every step a joint pushes (a stall but for the speed) costs, from the first such step on.
+        pushing = result.metrics["pushing_joints"]
+        assert np.allclose(result.reward_terms["pushing"], -weight * pushing * env.control_period_s)
+        pushed_before_the_stop |= bool(pushing.any() and not result.terminated.any())
         if result.terminated.any():
             break
+    assert weight > 0 and pushed_before_the_stop
     stopped = result.safety_stops[STALL]
     assert stopped.any(), "no stall within 4 s of fingers closing on the cube"
     assert steps * env.control_period_s >= 1.0  # the monitor's stall time, not sooner
