@@ -93,6 +93,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         pose=args.pose,
         pose_model=args.pose_model,
         compare=not args.no_compare,
+        profile_path=args.profile,
     )
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -142,6 +143,9 @@ def add_deploy_commands(commands: Any) -> None:
         "or a virtual camera + the ArUco baseline (aruco)",
     )
     demo.add_argument("--pose-model", default=None, help="pose model file for --pose camera (default: the bundled one)")
+    demo.add_argument(
+        "--profile", default=None, help="hand profile TOML of the virtual hand (default: the bundled LEAP hand)"
+    )
     demo.add_argument("--no-compare", action="store_true", help="skip the sim-vs-real report of the run")
     demo.add_argument("--json", action="store_true", help="machine-readable summary")
     demo.set_defaults(handler=_cmd_demo)

@@ -18,7 +18,13 @@ from typing import Any
 def _cmd_export(args: argparse.Namespace) -> int:
     from handrail.sim.export import export_policy
 
-    report = export_policy(Path(args.checkpoint), Path(args.out), parity_samples=args.parity_samples, seed=args.seed)
+    report = export_policy(
+        Path(args.checkpoint),
+        Path(args.out),
+        parity_samples=args.parity_samples,
+        seed=args.seed,
+        profile=Path(args.profile) if args.profile else None,
+    )
     print(report.format())
     return 0
 
@@ -82,6 +88,9 @@ def add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, help="policy file to write, e.g. policy.onnx")
     export.add_argument("--parity-samples", type=int, default=1000, help="random observations for the parity check")
     export.add_argument("--seed", type=int, default=0, help="seed of the parity observations")
+    export.add_argument(
+        "--profile", default=None, help="hand profile TOML the checkpoint must have been trained for (a check)"
+    )
     export.set_defaults(handler=_cmd_export)
 
     policy = subparsers.add_parser("policy", help="inspect, annotate and check ONNX policy files")

@@ -34,6 +34,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         hyper_overrides=parse_hyper_overrides(args.set),
         dynamics=Path(args.dynamics) if args.dynamics else None,
         sim=TRAINING_SIM.with_values(dict(item.partition("=")[::2] for item in args.sim_set)) if args.sim_set else None,
+        profile=Path(args.profile) if args.profile else None,
     )
     latest = train(config)
     print(f"wrote {latest} (checkpoints in {config.out / 'checkpoints'}, metrics in {config.out / 'progress.csv'})")
@@ -56,6 +57,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         episode_steps=args.episode_steps,
         dynamics=Path(args.dynamics) if args.dynamics else None,
         sim=args.sim,
+        profile=args.profile,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -112,6 +114,7 @@ def add_training_commands(commands: Any) -> None:
         metavar="TOML",
         help="dynamics calibration (handrail calibrate dynamics): train on the identified hand, DR centred on it",
     )
+    train.add_argument("--profile", default=None, help="hand profile TOML (default: the bundled LEAP hand)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_cmd_train)
 
@@ -136,6 +139,9 @@ def add_training_commands(commands: Any) -> None:
         default=None,
         help="'fine': the MJCF's own physics (the virtual hand's timestep and solver) at the policy's rate — the "
         "sim-to-sim check (default: the simulator the policy was trained in)",
+    )
+    evaluate.add_argument(
+        "--profile", default=None, help="hand profile TOML: the policy's hand (default: the bundled LEAP hand)"
     )
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     evaluate.set_defaults(handler=_cmd_eval)

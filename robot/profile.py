@@ -19,6 +19,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -93,6 +95,34 @@ class ServoSpec(_Frozen):
     return_delay_us: int = Field(ge=0, le=508)
 
 
+class MountSpec(_Frozen):
+    """How the hand MJCF sits in the scene: the pose of the MJCF's own world frame in the hand frame.
+
+    The hand frame is the scene's: palm surface at z = 0 facing +z, fingers along +x, the cube resting on
+    the palm at about (0.048, 0.004, 0.03) m. A model whose palm already lies so (the bundled one) needs no
+    mount; one that puts its palm elsewhere (MuJoCo Menagerie's LEAP hand: 0.1 m up and turned over) is
+    moved by this pose instead of an edited file.
+    """
+
+    position_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    quat_wxyz: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+
+    @model_validator(mode="after")
+    def _finite_unit_quaternion(self) -> MountSpec:
+        if not all(math.isfinite(v) for v in (*self.position_m, *self.quat_wxyz)):
+            raise ValueError("position_m and quat_wxyz must be finite numbers")
+        norm = math.sqrt(sum(v * v for v in self.quat_wxyz))
+        if abs(norm - 1.0) > 1e-3:
+            raise ValueError(
+                f"quat_wxyz {list(self.quat_wxyz)} has norm {norm:.4f}, not 1 — give a unit quaternion, w first"
+            )
+        return self
+
+
+# The bundled model's fingertip sites; a profile names its own (a site, geom or body of its MJCF).
+DEFAULT_FINGERTIPS = ("if_tip", "mf_tip", "rf_tip", "th_tip")
+
+
 class JointSpec(_Frozen):
     """One actuated joint of the hand, in joint units (rad, rad/s, mA, degC)."""
 
@@ -136,6 +166,10 @@ class HandProfile(_Frozen):
     bus: BusSpec
     servo: ServoSpec
     joints: tuple[JointSpec, ...] = Field(min_length=1)
+    mount: MountSpec = MountSpec()
+    # The MJCF's fingertips (each a site, else a geom, else a body name): what the training reward and the
+    # privileged observation measure. The bundled hand's are sites; MuJoCo Menagerie's LEAP hand's are geoms.
+    fingertips: tuple[str, ...] = Field(default=DEFAULT_FINGERTIPS, min_length=1)
     source: Path | None = None
     calibration_source: Path | None = None
 
@@ -194,7 +228,18 @@ class HandProfile(_Frozen):
         same fingerprint on every machine.
         """
         # The rate is left out too: a policy carries its own and the runtime checks it against max_rate_hz.
-        excluded = {"mjcf", "description", "source", "calibration_source", "control_rate_hz", "max_control_rate_hz"}
+        # The mount and the fingertips say how the simulator places and measures the MJCF, not what the policy
+        # commands: left out like the MJCF path.
+        excluded = {
+            "mjcf",
+            "description",
+            "source",
+            "calibration_source",
+            "control_rate_hz",
+            "max_control_rate_hz",
+            "mount",
+            "fingertips",
+        }
         payload = self.model_dump(mode="json", exclude=excluded)
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -220,6 +265,13 @@ class HandProfile(_Frozen):
                     f"2 x max_speed_rad_s / control_rate_hz = {needed_rad:.3f} rad — raise it, or lower the speed"
                 )
         return self
+
+    @field_validator("fingertips")
+    @classmethod
+    def _distinct_fingertips(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name for name in names) or len(set(names)) != len(names):
+            raise ValueError(f"fingertips {list(names)}: give distinct, non-empty site, geom or body names")
+        return names
 
     @model_validator(mode="after")
     def _unique_names_and_ids(self) -> HandProfile:
@@ -264,7 +316,9 @@ def _describe_validation_error(path: Path, error: ValidationError, document: Map
             message = "missing — add it"
         got = problem.get("input")
         got_text = (
-            f" (got {got!r})" if problem["type"] not in ("missing", "extra_forbidden") and got is not None else ""
+            f" (got {got!r})"
+            if problem["type"] not in ("missing", "extra_forbidden") and got is not None and location
+            else ""
         )
         leaf = str(location[-1]) if location else ""
         fix = _FIELD_FIXES.get(leaf, "")
@@ -304,7 +358,14 @@ def _merge_joint_defaults(path: Path, document: dict[str, Any]) -> dict[str, Any
 def _resolve_mjcf(path: Path, document: dict[str, Any]) -> None:
     mjcf = document.get("mjcf")
     if isinstance(mjcf, str):
-        candidate = Path(mjcf).expanduser()
+        # `${MENAGERIE}/leap_hand/right_hand.xml`: a model outside this repository, found through a variable.
+        unset = sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", mjcf)) - set(os.environ))
+        if unset:
+            raise ProfileError(
+                f"profile {path}: mjcf = {mjcf!r} uses the environment variable {', '.join(unset)}, which is not "
+                f"set — export it (e.g. `export {unset[0]}=/path/to/mujoco_menagerie`) or give a path"
+            )
+        candidate = Path(os.path.expandvars(mjcf)).expanduser()
         if not candidate.is_absolute():
             candidate = (path.parent / candidate).resolve()
         document["mjcf"] = candidate

@@ -57,7 +57,7 @@ from handrail.robot.safety_limits import SafetyLimits
 from handrail.sim import leap, quat
 from handrail.sim.actions import ActionMap
 from handrail.sim.hand_frame import HandFrame, HandFrameError
-from handrail.sim.model import build_scene_for_profile
+from handrail.sim.model import build_scene_for_profile, fingertip_site_name
 from handrail.sim.observation import DEFAULT_MAX_POSE_AGE_S, BatchObservationBuilder, default_spec
 from handrail.sim.privileged import PrivilegedState
 from handrail.sim.randomization import (
@@ -225,8 +225,13 @@ class BatchHandEnv:
         self._nominal = ModelSnapshot.take(model)
         joints = self.profile.joints
         self.n_joints = len(joints)
+        # The profile's fingertips as scene sites (a geom or body tip got a site from build_scene).
+        self.fingertip_sites = tuple(fingertip_site_name(model, name) for name in self.profile.fingertips)
         self._targets = RandomizationTargets.find(
-            model, [joint.mjcf_joint for joint in joints], [joint.mjcf_actuator for joint in joints]
+            model,
+            [joint.mjcf_joint for joint in joints],
+            [joint.mjcf_actuator for joint in joints],
+            self.fingertip_sites,
         )
         self._qpos_ids = np.array([model.jnt_qposadr[model.joint(joint.mjcf_joint).id] for joint in joints])
         self._actuator_ids = np.array(self._targets.actuator_ids)
@@ -256,7 +261,7 @@ class BatchHandEnv:
         self._actuator_force = self.batch.bind("actuator_force")
         self._actuator_velocity = self.batch.bind("actuator_velocity")
         self._site_xpos = self.batch.bind("site_xpos")
-        self._tip_site_ids = np.array([model.site(name).id for name in leap.FINGERTIP_SITE_NAMES])
+        self._tip_site_ids = np.array([model.site(name).id for name in self.fingertip_sites])
         self._dof_ids = np.array([model.jnt_dofadr[model.joint(joint.mjcf_joint).id] for joint in joints])
         self._per_sim: dict[str, NDArray[np.float64]] = {}
         if self.dr:  # without DR every simulation keeps the shared nominal model, bit for bit

@@ -25,8 +25,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from handrail.calibration.dynamics_file import DynamicsCalibration, read_dynamics_calibration
+from handrail.deploy.policy_file import PolicyMetadata, metadata_from_checkpoint_info
+from handrail.deploy.policy_match import PolicyMismatchError, check_policy_matches
 from handrail.errors import HandrailError
-from handrail.robot.profile import load_profile
+from handrail.robot.profile import HandProfile, load_profile
 from handrail.sim.batch_env import BatchHandEnv
 from handrail.sim.observation import ObservationSpec, uses_object_pose
 from handrail.sim.sim_settings import SimSettings
@@ -51,6 +53,8 @@ class PolicyUnderTest:
     source: str
     sim: SimSettings | None = None  # the simulator it was trained in (None: the profile's rate, the MJCF's physics)
     object_pose: bool = True  # whether its observation has the object pose fields
+    # Its facts as a policy file carries them (the hand, joints, limits): checked against the hand evaluated on.
+    metadata: PolicyMetadata | None = None
 
 
 def load_policy(path: str | Path) -> PolicyUnderTest:
@@ -71,6 +75,7 @@ def load_policy(path: str | Path) -> PolicyUnderTest:
         source=f"checkpoint {path}",
         sim=SimSettings.from_dict(info["sim"]) if info.get("sim") else None,
         object_pose=uses_object_pose(ObservationSpec.from_dict(info["observation_spec"])),
+        metadata=metadata_from_checkpoint_info(info, f"checkpoint {path}"),
     )
 
 
@@ -97,6 +102,7 @@ def _onnx_policy(path: Path) -> PolicyUnderTest:
         source=f"policy file {path}",
         sim=SimSettings.from_dict(metadata.sim) if metadata.sim else None,
         object_pose=uses_object_pose(metadata.observation),
+        metadata=metadata,
     )
 
 
@@ -123,6 +129,8 @@ class EvalReport:
     final_joint_error_rad: float | None = None
     policy: str = ""
     dynamics: dict[str, Any] | None = None  # the dynamics calibration the sim was built from (its record)
+    hand: str | None = None  # the hand profile's name
+    hand_warnings: tuple[str, ...] = ()  # how the policy's hand differs without being refused (see _check_hand)
 
     def as_dict(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -131,6 +139,9 @@ class EvalReport:
         lines = [
             f"{self.task}, DR {'on' if self.dr else 'off'}, {self.episodes} episodes, seed {self.seed} — {self.policy}"
         ]
+        if self.hand is not None:
+            lines.append(f"  hand: {self.hand}")
+        lines.extend(f"  warning: {warning}" for warning in self.hand_warnings)
         if self.dynamics is not None:
             lines.append(
                 f"  identified dynamics: {self.dynamics['path']} ({self.dynamics['fingerprint']}, fit RMSE "
@@ -175,6 +186,7 @@ def evaluate(
     history: int = 1,
     dynamics: DynamicsCalibration | str | Path | None = None,
     sim: SimSettings | str | None = None,
+    profile: HandProfile | str | Path | None = None,
 ) -> EvalReport:
     """Play ``episodes`` episodes of ``task`` with ``policy`` and score them.
 
@@ -184,7 +196,8 @@ def evaluate(
     calibration or its file, which must be the default profile's) makes the simulator the identified hand.
     ``sim``: the simulator settings (default: the policy's own); ``"fine"`` is the MJCF's own physics (the
     virtual hand's timestep and solver) at the policy's control rate — the sim-to-sim check of a policy
-    trained on coarse physics.
+    trained on coarse physics. ``profile``: the hand (a profile or its file; default the bundled LEAP hand),
+    which must be the one the policy was trained for.
     """
     if episodes < 1:
         raise EvalError(f"--episodes {episodes} must be at least 1")
@@ -202,10 +215,15 @@ def evaluate(
         raise EvalError(f"unknown task {task!r}; valid tasks: {POSE}, {ROTATE_Z}")
     from handrail.sim.train_config import task_config_for
 
+    if not isinstance(profile, HandProfile):
+        profile = load_profile(profile)
+    hand_warnings: tuple[str, ...] = ()
+    if isinstance(policy, PolicyUnderTest):
+        hand_warnings = _check_hand(policy, profile)
     dynamics_path: Path | None = None
     if isinstance(dynamics, str | Path):
         dynamics_path = Path(dynamics)
-        dynamics = read_dynamics_calibration(dynamics_path, load_profile())
+        dynamics = read_dynamics_calibration(dynamics_path, profile)
     n_envs = n_envs or min(episodes, 32)
     per_hand = math.ceil(episodes / n_envs)
     sim = _simulator(sim, own_sim)
@@ -220,6 +238,7 @@ def evaluate(
         dynamics=dynamics,
         sim=sim,
         object_pose=object_pose,
+        profile=profile,
     )
     if isinstance(policy, PolicyUnderTest) and policy.n_obs != env.observation_spec.n_obs:
         raise EvalError(
@@ -246,8 +265,23 @@ def evaluate(
         safety_stops={
             kind: int(sum(episode.get(f"stop/{kind}", 0.0) for episode in scored)) for kind in result.safety_stops
         },
+        hand=profile.name,
+        hand_warnings=hand_warnings,
     )
     return report if dynamics is None else replace(report, dynamics=dynamics.record(dynamics_path))
+
+
+def _check_hand(policy: PolicyUnderTest, profile: HandProfile) -> tuple[str, ...]:
+    """The deploy loop's check of ``policy`` against the hand: EvalError where the hand would refuse it.
+
+    Returns the warnings (another profile name or fingerprint, e.g. the same hand in another MJCF).
+    """
+    if policy.metadata is None:
+        return ()
+    try:
+        return check_policy_matches(policy.metadata, profile, source=policy.source)
+    except PolicyMismatchError as error:
+        raise EvalError(f"{error} (--profile)") from error
 
 
 def _simulator(sim: SimSettings | str | None, own: SimSettings | None) -> SimSettings | None:

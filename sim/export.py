@@ -37,7 +37,9 @@ from handrail.deploy.policy_file import (
     metadata_from_checkpoint_info,
     read_policy,
 )
+from handrail.deploy.policy_match import check_policy_matches
 from handrail.errors import HandrailError
+from handrail.robot.profile import load_profile
 from handrail.sim.checkpoint import Checkpoint, load_checkpoint
 
 PARITY_ATOL = 1e-5  # onnxruntime vs torch, both float32
@@ -234,13 +236,19 @@ def _run_facts(checkpoint_path: Path) -> dict[str, Any]:
 
 
 def export_policy(
-    checkpoint: Checkpoint | str | Path, out_path: str | Path, *, parity_samples: int = 1000, seed: int = 0
+    checkpoint: Checkpoint | str | Path,
+    out_path: str | Path,
+    *,
+    parity_samples: int = 1000,
+    seed: int = 0,
+    profile: str | Path | None = None,
 ) -> ExportReport:
     """Export ``checkpoint`` (a Checkpoint, a checkpoint file or a run folder) to the policy file ``out_path``.
 
     Raises ExportError (the file is then not written) when the checkpoint's facts are not valid policy
     metadata, the graph fails the ONNX checker, or onnxruntime's actions differ from torch's by more than
-    :data:`PARITY_ATOL` or from :meth:`Checkpoint.act` by more than :data:`REFERENCE_ATOL`.
+    :data:`PARITY_ATOL` or from :meth:`Checkpoint.act` by more than :data:`REFERENCE_ATOL`. With ``profile`` (a
+    hand profile file) the checkpoint must have been trained for that hand (ExportError otherwise).
     """
     if not (isinstance(parity_samples, int) and parity_samples >= 1):
         raise ExportError(f"parity_samples = {parity_samples!r} must be a positive integer")
@@ -253,6 +261,9 @@ def export_policy(
     if run_facts and "training" not in info:
         info["training"] = {**run_facts, "steps": checkpoint.num_timesteps}
     metadata = metadata_from_checkpoint_info(info, source)
+    if profile is not None:
+        # The deploy loop's check, before a file is written: refused where the hand would refuse it.
+        check_policy_matches(metadata, load_profile(profile), source=source)
     if (metadata.n_obs, metadata.n_act) != (checkpoint.n_obs, checkpoint.n_act):
         raise ExportError(
             f"{source}: the specs say n_obs {metadata.n_obs}, n_act {metadata.n_act} but the actor takes "

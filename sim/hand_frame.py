@@ -1,7 +1,8 @@
-"""The hand frame (the palm body's frame, fixed in the scene) and poses carried between it and the world frame.
+"""The hand frame (the scene's hand mount, where the palm lies) and poses carried between it and the world frame.
 
 Every object pose a policy sees, a pose source delivers or a rollout log records is in the hand frame: origin
-and axes of the hand MJCF's ``palm`` body, z along the palm normal (the axis rotate-z spins the cube about).
+and axes of the scene's ``hand_mount`` site, where the hand MJCF is attached (at its profile's mount pose) with
+the palm surface at z = 0, z along the palm normal (the axis rotate-z spins the cube about).
 MuJoCo works in the scene's world frame. This is the one place that converts between them: the training
 environment (the cube into observations and task state), the deploy loop's pose sources (the virtual hand's
 ground truth) and the sim-vs-real replay (a logged cube put back into the scene) all use :class:`HandFrame`.
@@ -20,36 +21,39 @@ from handrail.sim import leap, quat
 
 
 class HandFrameError(HandrailError):
-    """The model has no palm fixed to the world, so it has no hand frame."""
+    """The model has no hand mount fixed to the world, so it has no hand frame."""
 
 
 class HandFrame(NamedTuple):
-    """The palm's pose in the world frame: the hand frame's origin [m] (3,) and orientation (wxyz) (4,)."""
+    """The hand mount's pose in the world frame: the hand frame's origin [m] (3,) and orientation (wxyz) (4,)."""
 
     position_m: NDArray[np.float64]
     quat_wxyz: NDArray[np.float64]
 
     @classmethod
     def of_model(cls, model: mujoco.MjModel) -> HandFrame:
-        """The palm's pose in ``model`` (a compiled scene); the palm must be welded to the world.
+        """The hand frame of ``model`` (a compiled scene): its ``hand_mount`` site, which must be fixed to the world.
 
-        Raises HandFrameError when the model has no ``palm`` body or joints move it.
+        The hand MJCF is attached there (at the profile's mount pose), so that the palm surface lies at z = 0
+        facing +z. Raises HandFrameError when the model has no such site or joints move it.
         """
         try:
-            palm_id = model.body(leap.PALM_BODY_NAME).id
+            site_id = model.site(leap.HAND_MOUNT_SITE_NAME).id
         except KeyError as error:
             raise HandFrameError(
-                f"the model has no body {leap.PALM_BODY_NAME!r}: the hand frame is that body's — name the hand "
-                "MJCF's palm body so"
+                f"the model has no site {leap.HAND_MOUNT_SITE_NAME!r}: the hand frame is that site's — build the "
+                "scene with handrail.sim.model.build_scene"
             ) from error
-        if model.body_weldid[palm_id] != 0:
+        if model.body_weldid[model.site_bodyid[site_id]] != 0:
             raise HandFrameError(
-                f"body {leap.PALM_BODY_NAME!r} is not fixed to the world (joints above it): the hand frame must not "
-                "move — mount the hand rigidly in the scene"
+                f"site {leap.HAND_MOUNT_SITE_NAME!r} is not fixed to the world (joints above it): the hand frame "
+                "must not move — mount the hand rigidly in the scene"
             )
         data = mujoco.MjData(model)
         mujoco.mj_kinematics(model, data)
-        return cls(data.xpos[palm_id].copy(), data.xquat[palm_id].copy())
+        quat_wxyz = np.zeros(4)
+        mujoco.mju_mat2Quat(quat_wxyz, data.site_xmat[site_id])
+        return cls(data.site_xpos[site_id].copy(), quat_wxyz)
 
     def points_to_hand(self, points_world_m: NDArray[np.float64]) -> NDArray[np.float64]:
         """Points (..., 3) from the world frame into the hand frame [m]."""

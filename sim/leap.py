@@ -30,9 +30,6 @@ JOINT_NAMES: Final = (
 ACTUATOR_NAMES: Final = tuple(f"{joint}_act" for joint in JOINT_NAMES)
 FINGERTIP_SITE_NAMES: Final = tuple(f"{finger}_tip" for finger in FINGER_PREFIXES)
 
-# The hand MJCF's palm body: its frame is the hand frame (origin and axes of every object pose a policy sees).
-PALM_BODY_NAME: Final = "palm"
-
 # Names in sim/models/scene.xml.
 HAND_MOUNT_SITE_NAME: Final = "hand_mount"
 CUBE_BODY_NAME: Final = "cube"

@@ -50,10 +50,19 @@ class CubePose(NamedTuple):
     quat_wxyz: np.ndarray  # (4,) unit quaternion, w first
 
 
+class Mount(NamedTuple):
+    """The pose of the hand MJCF's own world frame in the hand frame (the scene's ``hand_mount`` site)."""
+
+    position_m: Sequence[float] = (0.0, 0.0, 0.0)
+    quat_wxyz: Sequence[float] = (1.0, 0.0, 0.0, 0.0)
+
+
 def build_scene(
     hand_mjcf: Path,
     home_rad: Mapping[str, float] | None = None,
     joint_names: Sequence[str] = leap.JOINT_NAMES,
+    mount: Mount | None = None,
+    fingertips: Sequence[str] = leap.FINGERTIP_SITE_NAMES,
 ) -> mujoco.MjModel:
     """Compile the scene with ``hand_mjcf`` attached palm-up and a ``home`` keyframe.
 
@@ -62,27 +71,42 @@ def build_scene(
         home_rad: joint name -> home angle [rad]; joints left out are 0. In the keyframe the hand's
             joints are at these angles, position actuators command them, and the cube lies at rest on
             the palm (found by letting it settle for ``_CUBE_SETTLE_S`` under the home commands).
+        mount: where the hand MJCF's world frame goes in the hand frame (default: onto it).
+        fingertips: the hand's fingertips, each a site, geom or body name; the scene gets a site
+            :func:`fingertip_site_name` for each (the named site itself, else one at the geom's centre or the
+            body's origin).
 
     Raises:
         ModelError: the file is missing or does not compile, a joint name is unknown, a home angle is
-            outside its joint's range, or the cube does not stay on the palm at the home pose.
+            outside its joint's range, a fingertip names nothing in the hand, or the cube does not stay on
+            the palm at the home pose.
 
     ``joint_names`` are the hand's actuated MJCF joints (a profile's ``mjcf_joint`` names); they must
     all exist in ``hand_mjcf``.
     """
     hand_mjcf = Path(hand_mjcf)
     home_rad = dict(home_rad or {})
+    mount = mount or Mount()
     scene_spec = _load_spec(SCENE_XML, "the scene")
     hand_spec = _load_spec(hand_mjcf, "the hand")
 
     mount_site = scene_spec.site(leap.HAND_MOUNT_SITE_NAME)
     if mount_site is None:
         raise ModelError(f"{SCENE_XML}: no site '{leap.HAND_MOUNT_SITE_NAME}' to attach the hand to")
+    # The hand's world frame at the mount pose, taken in the site's frame.
+    frame_position = np.zeros(3)
+    mujoco.mju_rotVecQuat(frame_position, np.asarray(mount.position_m, dtype=float), np.asarray(mount_site.quat))
+    frame_quat = np.zeros(4)
+    mujoco.mju_mulQuat(frame_quat, np.asarray(mount_site.quat), np.asarray(mount.quat_wxyz, dtype=float))
+    frame = mount_site.parent.add_frame(pos=np.asarray(mount_site.pos) + frame_position, quat=frame_quat)
     # No prefix: the profile, the policy and leap.JOINT_NAMES use the hand's own names. MuJoCo warns
     # that saving may then clash on names; the scene's names are chosen not to clash with a hand's.
     with _scene_options_win(hand_mjcf), _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
-        scene_spec.attach(hand_spec, prefix="", site=mount_site)
+        scene_spec.attach(hand_spec, prefix="", frame=frame)
         model = _compile(scene_spec, hand_mjcf)
+    if _add_fingertip_sites(scene_spec, model, fingertips, hand_mjcf):
+        with _scene_options_win(hand_mjcf), _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
+            model = _compile(scene_spec, hand_mjcf)
 
     home_qpos = _home_qpos(model, home_rad, hand_mjcf, tuple(joint_names))
     home_ctrl = _position_commands(model, home_qpos)
@@ -94,12 +118,53 @@ def build_scene(
 
 
 def build_scene_for_profile(profile: "HandProfile") -> mujoco.MjModel:
-    """The scene with the profile's hand MJCF, its joint names and its home pose."""
+    """The scene with the profile's hand MJCF, its joint names, home pose, mount and fingertips."""
     return build_scene(
         profile.mjcf,
         home_rad={joint.mjcf_joint: joint.home_rad for joint in profile.joints},
         joint_names=[joint.mjcf_joint for joint in profile.joints],
+        mount=Mount(profile.mount.position_m, profile.mount.quat_wxyz),
+        fingertips=profile.fingertips,
     )
+
+
+_TIP_SITE_PREFIX = "handrail_tip_"
+
+
+def fingertip_site_name(model: mujoco.MjModel, fingertip: str) -> str:
+    """The scene site that stands for ``fingertip`` (a profile's fingertip name) in a scene from build_scene."""
+    added = _TIP_SITE_PREFIX + fingertip
+    if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, added) >= 0:
+        return added
+    if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, fingertip) >= 0:
+        return fingertip
+    raise ModelError(f"fingertip {fingertip!r} has no site in this scene — build it with build_scene(fingertips=...)")
+
+
+def _add_fingertip_sites(
+    spec: mujoco.MjSpec, model: mujoco.MjModel, fingertips: Sequence[str], hand_mjcf: Path
+) -> bool:
+    """Give every fingertip named by a geom or a body a site there; False when all are sites already."""
+    added = False
+    for name in fingertips:
+        if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, name) >= 0:
+            continue
+        geom_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
+        body_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+        if geom_id >= 0:
+            # The compiled geom centre (a mesh geom's frame moves to its mesh's centre on compile).
+            body_id, position = int(model.geom_bodyid[geom_id]), model.geom_pos[geom_id].copy()
+        elif body_id >= 0:
+            position = np.zeros(3)
+        else:
+            raise ModelError(
+                f"hand {hand_mjcf}: fingertip {name!r} is no site, geom or body of it — set the profile's "
+                "`fingertips` to the names of the hand's fingertip sites, geoms or bodies"
+            )
+        body = spec.body(model.body(body_id).name)
+        body.add_site(name=_TIP_SITE_PREFIX + name, pos=position, size=[0.003, 0, 0], group=4)
+        added = True
+    return added
 
 
 def cube_pose(model: mujoco.MjModel, data: mujoco.MjData) -> CubePose:

@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from handrail.sim import leap
-
 if TYPE_CHECKING:
     from handrail.sim.batch_env import BatchHandEnv
 
@@ -32,7 +30,7 @@ class PrivilegedState:
     def __init__(self, env: BatchHandEnv):
         self.env = env
         n = env.n_joints
-        self.size = 5 * n + 3 * len(leap.FINGERTIP_SITE_NAMES) + 3 + 3 + 4 + 3 + 3 + 1
+        self.size = 5 * n + 3 * len(env.fingertip_sites) + 3 + 3 + 4 + 3 + 3 + 1
 
     def build(self, hands: NDArray[np.intp] | None) -> NDArray[np.float32]:
         """(len(hands), size) float32 for ``hands`` (all hands when None), from the current simulator state."""

@@ -548,12 +548,14 @@ class RandomizationTargets:
         model: mujoco.MjModel,
         joint_names: Sequence[str] = leap.JOINT_NAMES,
         actuator_names: Sequence[str] = leap.ACTUATOR_NAMES,
+        tip_site_names: Sequence[str] = leap.FINGERTIP_SITE_NAMES,
     ) -> RandomizationTargets:
         """Look the targets up by name; RandomizationError names what is missing or unsuitable.
 
         ``joint_names``/``actuator_names`` are the MJCF names in policy order (a profile's ``mjcf_joint`` and
-        ``mjcf_actuator``). Every actuator must be a position servo (``biasprm[1] = -gainprm[0]``), since the
-        kp scale keeps that relation.
+        ``mjcf_actuator``), ``tip_site_names`` the scene's fingertip sites (``BatchHandEnv.fingertip_sites``).
+        Every actuator must be a position servo (``biasprm[1] = -gainprm[0]``), since the kp scale keeps that
+        relation.
         """
         if len(joint_names) != len(actuator_names):
             raise RandomizationError(f"{len(joint_names)} joint names but {len(actuator_names)} actuator names")
@@ -563,7 +565,7 @@ class RandomizationTargets:
         if not cube_collision:
             raise RandomizationError(f"body '{leap.CUBE_BODY_NAME}' has no colliding geom to randomize")
         tips = []
-        for site_name in leap.FINGERTIP_SITE_NAMES:
+        for site_name in tip_site_names:
             site_id = _id(model, mujoco.mjtObj.mjOBJ_SITE, site_name, "site")
             body_id = model.site_bodyid[site_id]
             candidates = [int(g) for g in np.flatnonzero(model.geom_bodyid == body_id) if _collides(model, g)]

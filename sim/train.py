@@ -146,7 +146,13 @@ class Trainer:
             if not config.task_overrides:
                 config.task_overrides = json.loads(resumed.trainer_state.get("task_overrides_json", "{}"))
         hyper = config.hyper
-        profile = load_profile()
+        profile = load_profile(config.profile)
+        if resumed is not None and resumed.info.get("profile_fingerprint") != profile.fingerprint():
+            raise TrainError(
+                f"--resume: the run in {out} trains hand {resumed.info.get('profile_name')!r} (profile fingerprint "
+                f"{resumed.info.get('profile_fingerprint')}), not {profile.name!r} ({profile.fingerprint()}) from "
+                f"{profile.source} — pass the run's own --profile"
+            )
         sim = config.sim if config.sim is not None else (None if resumed is not None else TRAINING_SIM)
         self.dynamics = run_dynamics(config, profile, resumed)
         out.mkdir(parents=True, exist_ok=True)

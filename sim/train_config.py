@@ -113,6 +113,8 @@ class RunConfig:
     dynamics: Path | None = None
     # How the simulator steps (a resumed run keeps its own); None: TRAINING_SIM.
     sim: SimSettings | None = None
+    # The hand's profile (None: the bundled LEAP hand); a resumed run must be given the same hand again.
+    profile: Path | None = None
 
 
 def task_config_for(
