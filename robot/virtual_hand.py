@@ -120,14 +120,23 @@ class VirtualHand:
                 model.geom_friction[geom_id, 0] *= reality.object_friction_scale
 
     def _use_torque_actuators(self) -> None:
-        """Turn the hand's position actuators into plain motors: ctrl is the joint torque [N·m]."""
+        """Turn the hand's actuators into plain motors: ctrl is the joint torque [N·m] the servo model computes.
+
+        Whatever the MJCF declares for them (position gains, a force range, a gear, activation dynamics) is
+        replaced: the profile's servos (current-based position control, current limit, profile velocity) are
+        the only controller and the only limit. Bodies, geoms, inertias, joint ranges, damping, armature and
+        friction stay the MJCF's (scaled by the reality).
+        """
         model = self.model
         for actuator_id in self._actuators:
             model.actuator_gainprm[actuator_id, :] = 0.0
             model.actuator_gainprm[actuator_id, 0] = 1.0
             model.actuator_biasprm[actuator_id, :] = 0.0
             model.actuator_biastype[actuator_id] = mujoco.mjtBias.mjBIAS_NONE
+            model.actuator_dyntype[actuator_id] = mujoco.mjtDyn.mjDYN_NONE
+            model.actuator_gear[actuator_id, :] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
             model.actuator_ctrllimited[actuator_id] = 0
+            model.actuator_forcelimited[actuator_id] = 0
         self.data.ctrl[:] = 0.0
 
     # -- state ---------------------------------------------------------------------------------------

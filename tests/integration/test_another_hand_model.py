@@ -20,6 +20,8 @@ import pytest
 
 from handrail.deploy.demo import bundled_policy_path
 from handrail.robot.profile import load_profile
+from handrail.robot.reality import draw_reality
+from handrail.robot.virtual_hand import VirtualHand
 from handrail.sim.hand_frame import HandFrame
 from handrail.sim.model import build_scene_for_profile, cube_pose, fingertip_site_name
 
@@ -82,6 +84,19 @@ def test_the_model_really_differs_from_the_bundled_one(other_hand: Path) -> None
     assert not any(model.geom_type[g] == mujoco.mjtGeom.mjGEOM_CAPSULE for g in collisions)
     actuator = model.actuator(f"{PREFIX}if_mcp_act")
     assert actuator.gainprm[0] == pytest.approx(1.2) and not actuator.forcelimited
+
+
+@pytest.mark.parametrize("hand", ["bundled", "other"])
+def test_the_virtual_hand_drives_the_joints_with_the_profiles_servos_not_the_mjcf_actuators(
+    hand: str, other_hand: Path
+) -> None:
+    # The bundled MJCF's position actuators have gains and a force range, the other's other gains and none.
+    profile = load_profile(other_hand if hand == "other" else None)
+    model = VirtualHand(profile, draw_reality(0, profile.joint_names)).model
+    for joint in profile.joints:
+        actuator = model.actuator(joint.mjcf_actuator)
+        assert actuator.gainprm[0] == 1.0 and not actuator.biasprm.any() and not actuator.forcelimited
+        assert model.actuator_biastype[actuator.id] == mujoco.mjtBias.mjBIAS_NONE
 
 
 def test_the_mount_puts_its_palm_where_the_bundled_palm_lies(other_hand: Path) -> None:
