@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import mujoco
@@ -22,6 +23,9 @@ from handrail.calibration.board import BoardSpec
 from handrail.sim import leap
 from handrail.vision.camera import Intrinsics
 from handrail.vision.transforms import pose_matrix, quat_wxyz_from_matrix, transform_points
+
+if TYPE_CHECKING:
+    from handrail.sim.model import Mount
 
 # Texture resolution of the printed board [px/m]: a 4 cm square gets 160 texels, several per screen pixel.
 _TEXTURE_PIXELS_PER_M = 4000.0
@@ -94,12 +98,16 @@ class VirtualBoardScene:
 
 
 def hand_scene_with_board(
-    board: BoardSpec, link_body: str, T_link_board: np.ndarray, hand_mjcf: Path | None = None
+    board: BoardSpec,
+    link_body: str,
+    T_link_board: np.ndarray,
+    hand_mjcf: Path | None = None,
+    mount: Mount | None = None,
 ) -> mujoco.MjModel:
-    """The hand scene (``sim/models/scene.xml`` with the hand attached at ``hand_mount``, as
+    """The hand scene (``sim/models/scene.xml`` with the hand attached at ``hand_mount`` at ``mount``, as
     :func:`handrail.sim.model.build_scene` builds it, without its keyframe) with ``board`` riding on the hand body
     ``link_body`` at ``T_link_board``: the virtual setup for hand-eye calibration."""
-    from handrail.sim.model import DEFAULT_HAND_XML, SCENE_XML
+    from handrail.sim.model import DEFAULT_HAND_XML, SCENE_XML, attach_hand
 
     scene_spec = mujoco.MjSpec.from_file(str(SCENE_XML))
     hand_spec = mujoco.MjSpec.from_file(str(hand_mjcf or DEFAULT_HAND_XML))
@@ -109,7 +117,7 @@ def hand_scene_with_board(
     add_board(hand_spec, link, board, T_link_board, margin_m=0.004)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Attaching a spec with an empty prefix")
-        scene_spec.attach(hand_spec, prefix="", site=scene_spec.site(leap.HAND_MOUNT_SITE_NAME))
+        attach_hand(scene_spec, hand_spec, mount)
         return scene_spec.compile()
 
 

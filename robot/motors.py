@@ -26,6 +26,10 @@ class MotorFacts:
     profile_acceleration_rad_s2_per_lsb: float  # Profile Acceleration register unit [rad/s^2]
     max_baud: int  # [bit/s]
     max_operating_temperature_c: float  # [degC]
+    # The servo's own mechanics at its output shaft, which a hand MJCF may leave out: the rotor's inertia
+    # through the gearbox (a joint's armature) and the gearbox's static friction (its frictionloss).
+    reflected_inertia_kg_m2: float
+    gear_friction_nm: float
 
 
 # ROBOTIS e-manual, XC330-M288-T: 0.93 N·m at 5.0 V, 1.80 A (0.517 N·m/A), 81 rev/min no load,
@@ -42,6 +46,12 @@ XC330_M288 = MotorFacts(
     profile_acceleration_rad_s2_per_lsb=214.577 * 2.0 * 3.141592653589793 / 3600.0,  # 214.577 rev/min^2
     max_baud=4_000_000,
     max_operating_temperature_c=70.0,
+    # Not on the data sheet: the figures of the bundled hand model (sim/models/leap_hand.xml), which the
+    # training randomization and the virtual hand's realities are centred on. Without them a light finger link
+    # (MuJoCo Menagerie's LEAP model has armature 0 and frictionloss 0.001) reaches 5-6 rad/s within a tick of
+    # the servo's current limit, which a geared XC330 does not.
+    reflected_inertia_kg_m2=0.002,
+    gear_friction_nm=0.02,
 )
 
 MOTORS: dict[str, MotorFacts] = {XC330_M288.model_name: XC330_M288}

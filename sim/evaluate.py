@@ -226,7 +226,7 @@ def evaluate(
         dynamics = read_dynamics_calibration(dynamics_path, profile)
     n_envs = n_envs or min(episodes, 32)
     per_hand = math.ceil(episodes / n_envs)
-    sim = _simulator(sim, own_sim)
+    sim = _simulator(sim, own_sim, profile)
     env = BatchHandEnv(
         task,
         n_envs,
@@ -284,14 +284,13 @@ def _check_hand(policy: PolicyUnderTest, profile: HandProfile) -> tuple[str, ...
         raise EvalError(f"{error} (--profile)") from error
 
 
-def _simulator(sim: SimSettings | str | None, own: SimSettings | None) -> SimSettings | None:
+def _simulator(sim: SimSettings | str | None, own: SimSettings | None, profile: HandProfile) -> SimSettings | None:
     """The settings to evaluate in: given ones, the policy's own, or ``"fine"`` (the MJCF's physics, its rate)."""
     if sim is None or isinstance(sim, SimSettings):
         return sim if sim is not None else own
     if sim == "fine":
         from handrail.sim.model import build_scene_for_profile
 
-        profile = load_profile()
         rate = own.control_rate_hz if own is not None else profile.control_rate_hz
         return SimSettings.of_model(build_scene_for_profile(profile), rate)
     raise EvalError(f"--sim {sim!r}: give 'fine' (the MJCF's own physics) or leave it out (the policy's own)")

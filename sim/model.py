@@ -63,6 +63,7 @@ def build_scene(
     joint_names: Sequence[str] = leap.JOINT_NAMES,
     mount: Mount | None = None,
     fingertips: Sequence[str] = leap.FINGERTIP_SITE_NAMES,
+    servo_mechanics: Mapping[str, tuple[float, float]] | None = None,
 ) -> mujoco.MjModel:
     """Compile the scene with ``hand_mjcf`` attached palm-up and a ``home`` keyframe.
 
@@ -75,6 +76,9 @@ def build_scene(
         fingertips: the hand's fingertips, each a site, geom or body name; the scene gets a site
             :func:`fingertip_site_name` for each (the named site itself, else one at the geom's centre or the
             body's origin).
+        servo_mechanics: MJCF joint -> (armature [kg·m²], frictionloss [N·m]) of the servo that drives it; a
+            joint gets at least these (a model that leaves the servo's mechanics out gets them, one that has
+            more keeps its own).
 
     Raises:
         ModelError: the file is missing or does not compile, a joint name is unknown, a home angle is
@@ -90,19 +94,13 @@ def build_scene(
     scene_spec = _load_spec(SCENE_XML, "the scene")
     hand_spec = _load_spec(hand_mjcf, "the hand")
 
-    mount_site = scene_spec.site(leap.HAND_MOUNT_SITE_NAME)
-    if mount_site is None:
-        raise ModelError(f"{SCENE_XML}: no site '{leap.HAND_MOUNT_SITE_NAME}' to attach the hand to")
-    # The hand's world frame at the mount pose, taken in the site's frame.
-    frame_position = np.zeros(3)
-    mujoco.mju_rotVecQuat(frame_position, np.asarray(mount.position_m, dtype=float), np.asarray(mount_site.quat))
-    frame_quat = np.zeros(4)
-    mujoco.mju_mulQuat(frame_quat, np.asarray(mount_site.quat), np.asarray(mount.quat_wxyz, dtype=float))
-    frame = mount_site.parent.add_frame(pos=np.asarray(mount_site.pos) + frame_position, quat=frame_quat)
-    # No prefix: the profile, the policy and leap.JOINT_NAMES use the hand's own names. MuJoCo warns
-    # that saving may then clash on names; the scene's names are chosen not to clash with a hand's.
+    for name, (armature, frictionloss) in (servo_mechanics or {}).items():
+        joint = hand_spec.joint(name)
+        if joint is not None:  # a missing joint is reported below, with the others
+            joint.armature = max(joint.armature, armature)
+            joint.frictionloss = max(joint.frictionloss, frictionloss)
     with _scene_options_win(hand_mjcf), _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
-        scene_spec.attach(hand_spec, prefix="", frame=frame)
+        attach_hand(scene_spec, hand_spec, mount)
         model = _compile(scene_spec, hand_mjcf)
     if _add_fingertip_sites(scene_spec, model, fingertips, hand_mjcf):
         with _scene_options_win(hand_mjcf), _muted_mujoco_warning(_EMPTY_PREFIX_WARNING):
@@ -117,15 +115,58 @@ def build_scene(
         return _compile(scene_spec, hand_mjcf)
 
 
+def attach_hand(scene_spec: mujoco.MjSpec, hand_spec: mujoco.MjSpec, mount: Mount | None = None) -> None:
+    """Attach ``hand_spec`` to the scene's ``hand_mount`` site with its world frame at ``mount`` (in the site's frame).
+
+    No prefix: the profile, the policy and leap.JOINT_NAMES use the hand's own names (MuJoCo warns that saving
+    may then clash on names; the scene's names are chosen not to clash with a hand's).
+    """
+    mount = mount or Mount()
+    mount_site = scene_spec.site(leap.HAND_MOUNT_SITE_NAME)
+    if mount_site is None:
+        raise ModelError(f"{SCENE_XML}: no site '{leap.HAND_MOUNT_SITE_NAME}' to attach the hand to")
+    frame_position = np.zeros(3)
+    mujoco.mju_rotVecQuat(frame_position, np.asarray(mount.position_m, dtype=float), np.asarray(mount_site.quat))
+    frame_quat = np.zeros(4)
+    mujoco.mju_mulQuat(frame_quat, np.asarray(mount_site.quat), np.asarray(mount.quat_wxyz, dtype=float))
+    frame = mount_site.parent.add_frame(pos=np.asarray(mount_site.pos) + frame_position, quat=frame_quat)
+    hand_bodies = [body.name for body in hand_spec.bodies if body.name and body.name != "world"]
+    scene_spec.attach(hand_spec, prefix="", frame=frame)
+    # The stand holds the hand rigidly: it never touches the hand's own links (a thumb hung lower than the
+    # bundled hand's, as MuJoCo Menagerie's LEAP hand's is, would otherwise rest on the stand post).
+    for body in hand_bodies:
+        scene_spec.add_exclude(bodyname1=mount_site.parent.name, bodyname2=body)
+
+
+def profile_mount(profile: "HandProfile") -> Mount:
+    """The profile's ``[mount]`` as a :class:`Mount`."""
+    return Mount(profile.mount.position_m, profile.mount.quat_wxyz)
+
+
 def build_scene_for_profile(profile: "HandProfile") -> mujoco.MjModel:
-    """The scene with the profile's hand MJCF, its joint names, home pose, mount and fingertips."""
+    """The scene with the profile's hand MJCF, its joint names, home pose, mount, fingertips and servo mechanics."""
     return build_scene(
         profile.mjcf,
         home_rad={joint.mjcf_joint: joint.home_rad for joint in profile.joints},
         joint_names=[joint.mjcf_joint for joint in profile.joints],
-        mount=Mount(profile.mount.position_m, profile.mount.quat_wxyz),
+        mount=profile_mount(profile),
         fingertips=profile.fingertips,
+        servo_mechanics=servo_mechanics(profile),
     )
+
+
+def servo_mechanics(profile: "HandProfile") -> dict[str, tuple[float, float]]:
+    """MJCF joint -> (armature, frictionloss) of its servo at the joint: the motor's figures through the gear."""
+    from handrail.robot.motors import motor_facts
+
+    facts = motor_facts(profile.bus.motor_model)
+    return {
+        joint.mjcf_joint: (
+            facts.reflected_inertia_kg_m2 * joint.gear_ratio**2,
+            facts.gear_friction_nm * joint.gear_ratio,
+        )
+        for joint in profile.joints
+    }
 
 
 _TIP_SITE_PREFIX = "handrail_tip_"
