@@ -175,6 +175,9 @@ def test_train_export_eval_and_deploy_on_the_other_hand(other_hand: Path, tmp_pa
         "--set", "batch_size=512",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    # Resuming it on another hand (the bundled one, when --profile is left out) is refused before training.
+    refused = _handrail("train", "--resume", "--out", str(run), "--minutes", "1", "--no-progress")
+    assert refused.returncode == 2 and "pass the run's own --profile" in refused.stderr, refused.stderr
     policy = tmp_path / "other.onnx"
     result = _handrail("export", str(run), "--out", str(policy), "--profile", str(other_hand))
     assert result.returncode == 0, result.stdout + result.stderr
