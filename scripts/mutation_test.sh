@@ -16,7 +16,7 @@ declare -A tests_for=(
     [robot/safety_monitor.py]="tests/robot/test_safety_monitor.py"
     [robot/safety_limits.py]="tests/robot/test_safety_limits.py tests/robot/test_safety_filter.py tests/robot/test_profile.py"
     [robot/safety_filter.py]="tests/robot/test_safety_filter.py"
-    [robot/safe_robot.py]="tests/integration/test_every_fault_kind_through_the_robot.py tests/integration/test_safety_on_the_virtual_hand.py"
+    [robot/safe_robot.py]="tests/robot/test_safe_robot.py"
 )
 
 work="$(mktemp -d /tmp/handrail-mutation.XXXXXX)"
