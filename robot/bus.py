@@ -42,7 +42,7 @@ from handrail.robot.errors import (
 )
 from handrail.robot.motors import MotorFacts, motor_facts
 from handrail.robot.profile import HandProfile
-from handrail.robot.stall import StallDetector
+from handrail.robot.stall import STALL_ERROR_FRACTION, StallDetector
 from handrail.robot.units import JointUnits
 
 # Operating Mode register value for current-based position control (ROBOTIS e-manual, X series).
@@ -154,7 +154,10 @@ class DynamixelBus:
         self._state_read: sdk.GroupSyncRead | None = None
         self._goal_write: sdk.GroupSyncWrite | None = None
         self._state_layout = self._indirect_layout()
-        self.stall_detector = StallDetector(np.array([j.current_limit_ma for j in profile.joints]))
+        self.stall_detector = StallDetector(
+            np.array([j.current_limit_ma for j in profile.joints]),
+            STALL_ERROR_FRACTION * np.array([j.max_tracking_error_rad for j in profile.joints]),
+        )
         self._last_goal_rad: NDArray[np.float64] | None = None
         self._speed_scale = 1.0
         self._soft_low_rad = np.array([j.soft_limits_rad[0] for j in profile.joints])

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from handrail.robot.bus import HandState, decode_hardware_error
 from handrail.robot.safety_limits import SafetyLimits
+from handrail.robot.stall import STALL_CURRENT_FRACTION, STALL_ERROR_FRACTION, STALL_SPEED_RAD_S, STALL_TIME_S
 
 # Fault kinds. Severe ones switch torque off; the rest hold position at reduced current.
 OVERSPEED = "overspeed"
@@ -60,12 +61,13 @@ class MonitorConfig:
     current_tolerance: float = 0.15  # the servo caps current at its limit; 15 % above means it does not
     overcurrent_readings: int = 3
     temperature_margin_c: float = 5.0  # stop this far below the temperature limit (the servo's own cut-off)
-    stall_current_fraction: float = 0.9
-    stall_speed_rad_s: float = 0.05
-    stall_error_fraction: float = 0.8  # of the tracking window
+    # The stall rule of handrail.robot.stall, which the bus driver's detector applies too.
+    stall_current_fraction: float = STALL_CURRENT_FRACTION
+    stall_speed_rad_s: float = STALL_SPEED_RAD_S
+    stall_error_fraction: float = STALL_ERROR_FRACTION  # of the tracking window
     # A finger pressed against the cube or the palm also pushes at its limit without moving; only a
     # joint that stays that way for a second counts as stuck.
-    stall_time_s: float = 1.0
+    stall_time_s: float = STALL_TIME_S
 
 
 @dataclass

@@ -14,16 +14,24 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+# The one definition of a stall, shared by the bus driver's detector (below), the safety monitor
+# (handrail.robot.safety_monitor.MonitorConfig) and the training monitor (handrail.robot.batch_monitor):
+STALL_CURRENT_FRACTION = 0.9  # |current| at or above this fraction of the joint's current limit: pushing
+STALL_SPEED_RAD_S = 0.05  # slower than this: not moving
+STALL_ERROR_FRACTION = 0.8  # of the joint's tracking window (max_tracking_error_rad): the goal is not there
+STALL_TIME_S = 1.0  # for this long
+
 
 @dataclass
 class StallDetector:
     """Per-joint stall timers; ``update`` returns the indices of joints stalled for ``stall_time_s``."""
 
     current_limit_ma: NDArray[np.float64]  # (n,)
-    current_fraction: float = 0.9  # |current| at or above this fraction of the limit counts as pushing
-    max_speed_rad_s: float = 0.05  # slower than this counts as not moving
-    min_error_rad: float = 0.2  # goal at least this far away counts as not there
-    stall_time_s: float = 1.0
+    # Goal at least this far away counts as not there [rad], (n,): STALL_ERROR_FRACTION x the tracking window.
+    min_error_rad: NDArray[np.float64]
+    current_fraction: float = STALL_CURRENT_FRACTION
+    max_speed_rad_s: float = STALL_SPEED_RAD_S
+    stall_time_s: float = STALL_TIME_S
     _since_s: NDArray[np.float64] | None = field(default=None, init=False)
 
     def update(

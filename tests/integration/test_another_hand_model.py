@@ -209,6 +209,13 @@ def test_train_export_eval_and_deploy_on_the_other_hand(other_hand: Path, tmp_pa
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert list((tmp_path / "log").glob("*.mcap"))
+    # The demo runs the same policy on this hand's virtual hand (the default policy is the bundled hand's).
+    result = _handrail(
+        "demo", "--profile", str(other_hand), "--policy", str(policy), "--seconds", "1", "--no-compare",
+        "--out", str(tmp_path / "demo"), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["loop"]["ticks"] >= 15
     # The bundled policy is refused on this hand before anything moves.
     bundled = _handrail(
         "deploy", "--policy", str(bundled_policy_path()), "--profile", str(other_hand), "--seconds", "1",

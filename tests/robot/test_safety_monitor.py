@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from handrail.robot.bus import HandState
+from handrail.robot.bus import DynamixelBus, HandState
+from handrail.robot.profile import load_profile
 from handrail.robot.safety_limits import SafetyLimits
 from handrail.robot.safety_monitor import (
     BAD_READING,
@@ -261,3 +262,28 @@ def test_a_stall_is_found_between_readings_and_measured_as_the_distance_to_the_t
     assert fault.joint == 0 and "0.50 rad from its target" in fault.message
     # Still stuck on the next reading: still a fault (the clock does not have to hit the limit exactly).
     assert _only(monitor.check(_state(1.2, current_ma=current, position_rad=position), target), STALL)
+
+
+def test_the_bus_drivers_stall_detector_applies_the_monitors_rule() -> None:
+    # One definition of a stall (handrail.robot.stall): the driver's detector, the monitor and the training
+    # monitor. The driver's once used 0.2 rad for every joint while the monitor used 0.8 x the tracking window
+    # (0.24 rad on the LEAP hand), so a policy trained against the monitor's rule was stopped at 0.23 rad.
+    profile = load_profile()
+    detector = DynamixelBus(profile, "unused").stall_detector
+    config, limits = MonitorConfig(), SafetyLimits.from_profile(profile)
+    np.testing.assert_allclose(detector.min_error_rad, config.stall_error_fraction * limits.max_tracking_error_rad)
+    np.testing.assert_allclose(detector.current_limit_ma, limits.current_limit_ma)
+    assert (detector.current_fraction, detector.max_speed_rad_s, detector.stall_time_s) == (
+        config.stall_current_fraction,
+        config.stall_speed_rad_s,
+        config.stall_time_s,
+    )
+    n = limits.n_joints
+    pushing = np.full(n, config.stall_current_fraction * limits.current_limit_ma[0])
+    for error_rad, stalls in ((0.99 * detector.min_error_rad[0], False), (detector.min_error_rad[0], True)):
+        detector.reset()
+        goal = np.zeros(n)
+        goal[0] = error_rad
+        for time_s in (0.0, 1.0):
+            stalled = detector.update(time_s, np.zeros(n), np.zeros(n), pushing, goal)
+        assert (0 in stalled) is stalls, error_rad
