@@ -133,7 +133,7 @@ def policy_differences(
         warnings.append(
             f"profile fingerprint {metadata.profile_fingerprint} (training) differs from {profile.fingerprint()} "
             "(this hand): something outside joints, rate and limits changed — zero offsets, directions, motor "
-            "ids, bus or servo settings (a recalibration does this)"
+            "ids, bus or servo settings (a recalibration does this), or the MJCF names (the same hand in another model)"
         )
     return PolicyDifferences(tuple(problems), tuple(warnings))
 
