@@ -8,16 +8,18 @@ hand is mounted (``[mount]``) and names the fingertips; nothing in the MJCF is e
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import mujoco
 import numpy as np
 import pytest
 
+from handrail.cli import main
 from handrail.deploy.demo import bundled_policy_path
 from handrail.robot.motors import motor_facts
 from handrail.robot.profile import load_profile
@@ -26,7 +28,6 @@ from handrail.robot.virtual_hand import VirtualHand
 from handrail.sim.hand_frame import HandFrame
 from handrail.sim.model import build_scene_for_profile, cube_pose, fingertip_site_name
 
-HANDRAIL = Path(sys.executable).parent / "handrail"
 PREFIX = "hx_"
 # The palm's pose in the file's own frame (Menagerie: pos="0 0 0.1" quat="0 1 0 0"), and the mount that undoes it.
 PALM_POSE = 'pos="0 0 0.1" quat="0 1 0 0"'
@@ -77,8 +78,13 @@ def other_hand(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_other_hand(tmp_path_factory.mktemp("other_hand"))
 
 
-def _handrail(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(HANDRAIL), *args], capture_output=True, text=True, timeout=timeout)
+def _handrail(*args: str) -> subprocess.CompletedProcess[str]:
+    """``handrail ARGS`` in this process (the CLI's own entry point; a process start per call would add 3-4 s),
+    with its exit code and what it printed."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["handrail", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
 def test_the_model_really_differs_from_the_bundled_one(other_hand: Path) -> None:
