@@ -133,7 +133,11 @@ def test_compare_a_deploy_run_on_the_virtual_hand(tmp_path, profile, replayer):
     nominal = report.replay("nominal")
     assert report.time_s[-1] > 1.5
     assert np.degrees(nominal.rmse_rad) < 5.0, report.format()
-    assert all(np.isnan(m.lag_s) or abs(m.lag_s) < 0.3 for m in nominal.metrics)
+    # Per joint the lag of a 2 s, barely moving rollout is noisy (a drift peaks the cross-correlation at a window
+    # edge now and then: one joint at >= 0.3 s failed one CI run in many); typically it is within a few ticks.
+    lags_s = np.array([m.lag_s for m in nominal.metrics if not np.isnan(m.lag_s)])
+    assert lags_s.size and np.median(np.abs(lags_s)) < 0.1, report.format()
+    assert np.mean(np.abs(lags_s) < 0.3) >= 0.75, report.format()
     # The log has the simulator's cube (in the hand frame, from the pose source's own conversion): the replay
     # starts its cube there, and the gentle policy leaves both cubes resting on the palm. A replay that put the
     # logged hand-frame pose into the world frame unconverted would drop its cube 25 cm at once.
