@@ -115,6 +115,14 @@ def _started(robot: tuple[Robot, RecordingBus]) -> tuple[Robot, RecordingBus, li
     return hand, bus, records
 
 
+def _hold_after_an_overspeed(hand: Robot, bus: RecordingBus) -> None:
+    """Readings at 10 rad/s until the monitor's overspeed fault holds the hand."""
+    bus.next_read = lambda: bus.state(velocity_rad_s=np.full(16, 10.0))
+    with pytest.raises(SafetyFault):
+        for _ in range(hand._monitor.config.overspeed_readings):
+            hand.step(bus.position)
+
+
 # ---- start, close, the tick ----------------------------------------------------------------------------------
 
 
@@ -267,10 +275,7 @@ def test_a_stop_that_cannot_be_sent_says_so_and_counts_as_torque_off(robot) -> N
     hand, bus, records = _started(robot)
     bus.fail["broadcast_torque_off"] = BusError("port vanished")
     bus.fail["write_goal_current"] = BusError("port vanished")
-    bus.next_read = lambda: bus.state(velocity_rad_s=np.full(16, 10.0))
-    with pytest.raises(SafetyFault):
-        for _ in range(3):
-            hand.step(bus.position)
+    _hold_after_an_overspeed(hand, bus)
     record = hand.stop_record
     assert record is not None and not record.commands_sent and record.action == "torque_off"
     assert "port vanished" in record.detail and "bus watchdog" in record.detail
@@ -320,10 +325,7 @@ def test_abort_is_a_torque_off_once_and_keeps_the_first_record(robot) -> None:
 
 def test_abort_while_holding_switches_torque_off(robot) -> None:
     hand, bus, records = _started(robot)
-    bus.next_read = lambda: bus.state(velocity_rad_s=np.full(16, 10.0))
-    with pytest.raises(SafetyFault):
-        for _ in range(3):
-            hand.step(bus.position)
+    _hold_after_an_overspeed(hand, bus)
     assert hand.state == SafetyState.HOLDING
     record = hand.abort(RuntimeError("after the hold"), "the loop")
     assert record.action == "torque_off" and hand.state == SafetyState.TORQUE_OFF and len(records) == 2
@@ -340,10 +342,7 @@ def test_an_operator_stop_is_a_torque_off_logged_at_info(robot, caplog) -> None:
 
 def test_closing_a_holding_hand_switches_torque_off(robot) -> None:
     hand, bus, _ = _started(robot)
-    bus.next_read = lambda: bus.state(velocity_rad_s=np.full(16, 10.0))
-    with pytest.raises(SafetyFault):
-        for _ in range(3):
-            hand.step(bus.position)
+    _hold_after_an_overspeed(hand, bus)
     bus.calls.clear()
     hand.close()
     assert bus.names() == ["broadcast_torque_off", "close"] and hand.state == SafetyState.CLOSED
