@@ -18,11 +18,14 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import math
 import select
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import dynamixel_sdk as sdk
 import numpy as np
@@ -58,6 +61,13 @@ HARDWARE_ERROR_BITS = {
 # Status-packet error byte: bit 7 says "look at Hardware Error Status".
 STATUS_ALERT_BIT = 0x80
 BUS_WATCHDOG_UNIT_MS = 20
+# Setup (connect's second ping, configure, reboot) is not real-time: a reply may take this long, and a
+# lost one is asked for this many more times (see DynamixelBus._setup_patience).
+SETUP_TIMEOUT_MS = 100.0
+SETUP_RETRIES = 3
+
+logger = logging.getLogger(__name__)
+_Reply = TypeVar("_Reply", bound=tuple[Any, ...])
 BUS_WATCHDOG_TRIPPED = -1  # what Bus Watchdog(98) reads after it fired (e-manual)
 RETURN_DELAY_UNIT_US = 2
 # The state block each servo maps to Indirect Data through Indirect Address (one contiguous read).
@@ -160,6 +170,8 @@ class DynamixelBus:
         )
         self._last_goal_rad: NDArray[np.float64] | None = None
         self._speed_scale = 1.0
+        self.retried = 0  # requests asked again after a timed-out or corrupt reply (see BusSpec.retries)
+        self._retries = profile.bus.retries
         self._soft_low_rad = np.array([j.soft_limits_rad[0] for j in profile.joints])
         self._soft_high_rad = np.array([j.soft_limits_rad[1] for j in profile.joints])
 
@@ -184,6 +196,11 @@ class DynamixelBus:
         if not opened:
             raise PortError(f"serial port {self.port_name} refused baud rate {self.baud} — use a Dynamixel rate")
         self._port = port
+        # A full garbage collection of a process with numpy, MuJoCo or onnxruntime loaded takes 35-45 ms here
+        # (120 ms with torch): longer than a status timeout, and it can fall between a reply's arrival and the
+        # timeout check. What exists now lives as long as the bus: freeze it out of later collections.
+        gc.collect()
+        gc.freeze()
 
     def connect(self) -> None:
         """Open the port and ping every motor; a missing or wrong-model motor is an error listing all ids."""
@@ -191,7 +208,14 @@ class DynamixelBus:
             self.open()
         answered: dict[int, int] = {}
         for motor_id in self.ids:
-            model_number, result, _ = self._packets.ping(self._require_port(), motor_id)
+            model_number, result, _ = self._with_retries(
+                f"pinging {self.describe(motor_id)}", lambda i=motor_id: self._packets.ping(self._require_port(), i), 1
+            )
+            if result == sdk.COMM_SUCCESS:
+                answered[motor_id] = model_number
+        for motor_id in [i for i in self.ids if i not in answered]:
+            with self._setup_patience():  # a motor silent at the real-time timeout gets a patient ask
+                model_number, result, _ = self._packets.ping(self._require_port(), motor_id)
             if result == sdk.COMM_SUCCESS:
                 answered[motor_id] = model_number
         missing = [i for i in self.ids if i not in answered]
@@ -249,6 +273,39 @@ class DynamixelBus:
         if error & ~STATUS_ALERT_BIT:
             raise BusError(f"{self.describe(motor_id)}: {self._packets.getRxPacketError(error)} while {what}")
 
+    def _with_retries(self, what: str, transaction: Callable[[], _Reply], result_at: int) -> _Reply:
+        """Run one request/reply; a timed-out or corrupt reply is asked for again ``bus.retries`` times.
+
+        ``transaction`` returns a tuple holding the SDK's comm result at ``result_at``.
+        """
+        for attempt in range(self._retries + 1):
+            reply = transaction()
+            result = reply[result_at]
+            if result not in (sdk.COMM_RX_TIMEOUT, sdk.COMM_RX_CORRUPT) or attempt == self._retries:
+                return reply
+            self.retried += 1
+            kind = "timed out" if result == sdk.COMM_RX_TIMEOUT else "was corrupt"
+            logger.warning("bus %s: the reply %s while %s — asking again", self.port_name, kind, what)
+            self._require_port().clearPort()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _setup_patience(self) -> Iterator[None]:
+        """Setup is not real-time: wait up to SETUP_TIMEOUT_MS per reply and ask SETUP_RETRIES more times.
+
+        Hundreds of request/reply pairs in a row (``configure``) on a busy host meet the odd stall of the
+        host or the link that a control tick would not; the real-time path keeps ``bus.timeout_ms`` and
+        ``bus.retries``.
+        """
+        port = self._require_port()
+        normal = port.timeout_ms, self._retries
+        port.timeout_ms = max(port.timeout_ms, SETUP_TIMEOUT_MS)
+        self._retries = max(self._retries, SETUP_RETRIES)
+        try:
+            yield
+        finally:
+            port.timeout_ms, self._retries = normal
+
     def write_register(self, motor_id: int, name: str, value: int) -> None:
         """Write one register by control-table name, checking the reply."""
         register = self.table.register(name)
@@ -260,8 +317,9 @@ class DynamixelBus:
             4: self._packets.write4ByteTxRx,
         }[register.size]
         raw = int(value) & ((1 << (8 * register.size)) - 1)
-        result, error = writer(port, motor_id, register.address, raw)
-        self._raise_for(motor_id, result, error, f"writing {name} = {value}")
+        what = f"writing {name} = {value}"
+        result, error = self._with_retries(what, lambda: writer(port, motor_id, register.address, raw), 0)
+        self._raise_for(motor_id, result, error, what)
 
     def read_register(self, motor_id: int, name: str) -> int:
         """Read one register by control-table name (signed where the table says so)."""
@@ -273,8 +331,9 @@ class DynamixelBus:
             2: self._packets.read2ByteTxRx,
             4: self._packets.read4ByteTxRx,
         }[register.size]
-        value, result, error = reader(port, motor_id, register.address)
-        self._raise_for(motor_id, result, error, f"reading {name}")
+        what = f"reading {name}"
+        value, result, error = self._with_retries(what, lambda: reader(port, motor_id, register.address), 1)
+        self._raise_for(motor_id, result, error, what)
         if self.table.is_signed(name) and value >= 1 << (8 * register.size - 1):
             value -= 1 << (8 * register.size)
         return int(value)
@@ -320,9 +379,10 @@ class DynamixelBus:
         if not 0.0 < speed_scale <= 1.0:
             raise ValueError(f"speed_scale {speed_scale} can only tighten limits: give a value in (0, 1]")
         self._speed_scale = speed_scale
-        self.set_torque(False)
-        for index in range(len(self.ids)):
-            self._configure_motor(index)
+        with self._setup_patience():
+            self.set_torque(False)
+            for index in range(len(self.ids)):
+                self._configure_motor(index)
         self._build_groups()
 
     def _configure_motor(self, index: int) -> None:
@@ -358,10 +418,15 @@ class DynamixelBus:
             register = self.table.register(name)
             for byte in range(register.size):
                 address_register = first.address + 2 * slot
-                result, error = self._packets.write2ByteTxRx(
-                    self._require_port(), motor_id, address_register, register.address + byte
+                what = f"writing Indirect Address {slot + 1}"
+                result, error = self._with_retries(
+                    what,
+                    lambda a=address_register, v=register.address + byte: self._packets.write2ByteTxRx(
+                        self._require_port(), motor_id, a, v
+                    ),
+                    0,
                 )
-                self._raise_for(motor_id, result, error, f"writing Indirect Address {slot + 1}")
+                self._raise_for(motor_id, result, error, what)
                 slot += 1
 
     def _build_groups(self) -> None:
@@ -427,7 +492,8 @@ class DynamixelBus:
         result, error = self._packets.reboot(port, motor_id)
         self._raise_for(motor_id, result, error & ~STATUS_ALERT_BIT, "rebooting")
         time.sleep(0.05)  # a real X-series servo needs a moment before it answers again
-        self._configure_motor(self.ids.index(motor_id))
+        with self._setup_patience():
+            self._configure_motor(self.ids.index(motor_id))
 
     # -- the cycle ----------------------------------------------------------------------------------
 
@@ -543,16 +609,10 @@ class DynamixelBus:
         if self._state_read is None:
             self._build_groups()
         assert self._state_read is not None
-        port = self._require_port()
-        started_s = time.monotonic()
-        port.clearPort()
-        if self.profile.bus.fast_sync_read:
-            blocks, errors, result = self._fast_sync_read()
-        else:
-            result = self._state_read.txRxPacket()
-            blocks = {i: bytes(self._state_read.data_dict.get(i, b"")) for i in self.ids}
-            errors = {}
         what = "reading the hand state"
+        started_s = time.monotonic()
+        self._require_port().clearPort()
+        blocks, errors, result = self._with_retries(what, self._state_transaction, 2)
         if result == sdk.COMM_RX_CORRUPT:
             if not diagnose:
                 raise BusCorruptError(f"bus {self.port_name}: corrupt status packet (CRC or length) while {what}")
@@ -587,6 +647,14 @@ class DynamixelBus:
                 joint=self._names.get(self.ids[index], "?"),
             )
         return state
+
+    def _state_transaction(self) -> tuple[dict[int, bytes], dict[int, int], int]:
+        """One state read, (Fast) Sync Read as the profile says: blocks and error bytes per motor, result."""
+        assert self._state_read is not None
+        if self.profile.bus.fast_sync_read:
+            return self._fast_sync_read()
+        result = self._state_read.txRxPacket()
+        return {i: bytes(self._state_read.data_dict.get(i, b"")) for i in self.ids}, {}, result
 
     def _fast_sync_read(self) -> tuple[dict[int, bytes], dict[int, int], int]:
         """One Fast Sync Read through the SDK, keeping each motor's error byte (the SDK drops it)."""

@@ -44,7 +44,7 @@ from handrail.robot.virtual_hand import VirtualHand
 
 BITS_PER_BYTE_ON_WIRE = 10  # 8N1: start + 8 data + stop
 MAX_CATCH_UP_S = 0.05  # beyond this much lag the emulator drops time instead of racing
-FAULT_KINDS = ("drop", "corrupt", "delay", "disconnect", "stuck", "overload", "overheat")
+FAULT_KINDS = ("drop", "lose", "corrupt", "delay", "disconnect", "stuck", "overload", "overheat")
 
 
 class EmulatorError(RobotError):
@@ -60,12 +60,14 @@ class FaultInjector:
     corrupt_fraction: float = 0.0
     delay_s: float = 0.0
     disconnected: bool = False
+    lose_next: int = 0  # status packets still to lose, one after another
     counts: dict[str, int] = field(default_factory=lambda: {"dropped": 0, "corrupted": 0, "delayed": 0})
 
     def __call__(self, packet: InstructionPacket, replies: list[Reply]) -> list[Reply]:
         kept: list[Reply] = []
         for reply in replies:
-            if self.disconnected or self.rng.random() < self.drop_fraction:
+            if self.lose_next > 0 or self.disconnected or self.rng.random() < self.drop_fraction:
+                self.lose_next = max(0, self.lose_next - 1)
                 self.counts["dropped"] += 1
                 continue
             data = reply.data
@@ -88,6 +90,7 @@ class FaultInjector:
     def clear(self) -> None:
         self.drop_fraction = self.corrupt_fraction = self.delay_s = 0.0
         self.disconnected = False
+        self.lose_next = 0
 
 
 def apply_fault(hand: VirtualHand, faults: FaultInjector, kind: str, value: Any = None) -> str:
@@ -95,6 +98,12 @@ def apply_fault(hand: VirtualHand, faults: FaultInjector, kind: str, value: Any 
     if kind == "drop":
         faults.drop_fraction = _fraction(kind, value)
         return f"dropping {faults.drop_fraction:.0%} of status packets"
+    if kind == "lose":
+        count = int(value if value is not None else 1)
+        if count < 1:
+            raise EmulatorError(f"fault lose={value}: give how many status packets to lose in a row (at least 1)")
+        faults.lose_next = count
+        return f"losing the next {count} status packet(s)"
     if kind == "corrupt":
         faults.corrupt_fraction = _fraction(kind, value)
         return f"corrupting {faults.corrupt_fraction:.0%} of status packets"
@@ -296,6 +305,10 @@ class Emulator:
                 self.lag_events += 1
             while hand.time_s + hand.timestep_s <= sim_target:
                 hand.step()
+                # Physics takes most of a core here: a catch-up of up to MAX_CATCH_UP_S must not keep the
+                # host waiting past its status timeout, so the wire is served between steps too.
+                self._read_pty()
+                self._flush_outbox(time.monotonic())
             now = time.monotonic()
             self._flush_outbox(now)
             next_step_s = wall_start + (hand.time_s + hand.timestep_s - sim_start)

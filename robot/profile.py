@@ -76,6 +76,9 @@ class BusSpec(_Frozen):
     motor_model: str = Field(min_length=1)
     timeout_ms: float = Field(gt=0, le=1000)
     fast_sync_read: bool = True
+    # A status packet that times out or arrives corrupt is asked for again this many times, at once,
+    # before it is a comms fault (a USB-serial link loses the odd packet; a cut cable loses them all).
+    retries: int = Field(1, ge=0, le=3)
 
     @field_validator("baud")
     @classmethod

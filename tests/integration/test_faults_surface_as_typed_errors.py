@@ -109,3 +109,26 @@ def test_bus_watchdog_stops_the_servos_when_the_host_goes_silent(bus, vhand, pro
     assert set(caught.value.motor_ids) == set(bus.ids)
     bus.configure()  # clears it
     bus.read_state()
+
+
+def test_a_lost_reply_to_a_register_write_is_asked_for_again_and_two_are_a_timeout(bus, vhand):
+    assert bus.profile.bus.retries == 1
+    vhand.inject("lose", 1)
+    bus.write_register(bus.ids[3], "Profile Velocity", 40)
+    assert bus.retried == 1
+    assert bus.read_register(bus.ids[3], "Profile Velocity") == 40
+    vhand.inject("lose", 2)
+    with pytest.raises(BusTimeoutError, match=r"motor 3 \(index_dip\): no status packet .* writing Profile Velocity"):
+        bus.write_register(bus.ids[3], "Profile Velocity", 50)
+    assert bus.retried == 2
+
+
+def test_configure_asks_a_lost_reply_again_up_to_three_times(bus, vhand):
+    # Setup asks a lost reply again up to 3 times (100 ms each); a control tick asks once (20 ms).
+    vhand.inject("lose", 3)
+    before = bus.retried
+    bus.configure()
+    assert bus.retried - before == 3
+    vhand.inject("lose", 2)
+    with pytest.raises(BusTimeoutError, match="while reading the hand state"):
+        bus.read_state()

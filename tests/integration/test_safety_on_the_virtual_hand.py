@@ -86,7 +86,8 @@ def _run_until_safe_stop(robot: Robot, seconds: float, target=None) -> SafetyFau
 FAULTS = [
     # (fault kind, value, fault kind the layer records, severe)
     ("disconnect", None, {"comms"}, True),
-    ("corrupt", 0.5, {"comms"}, True),
+    ("corrupt", 1.0, {"comms"}, True),  # every packet: a lone corrupt one is asked for again
+    ("lose", 2, {"comms"}, True),  # a packet and its one retry
     ("delay", 100, {"comms"}, True),
     ("overload", "middle_pip", {"hardware_error"}, True),
     # the monitor's temperature margin or the servo's own shutdown, whichever is read first
@@ -117,6 +118,21 @@ def test_each_fault_ends_in_a_safe_state_within_two_periods(profile, vhand, kind
         else:
             time.sleep(0.3)  # the cable is out: the servos' own bus watchdog stopped them
             assert all(vhand.ground_truth()["watchdog_tripped"])
+
+
+def test_one_lost_status_packet_is_asked_for_again_and_the_run_goes_on(profile, vhand, caplog):
+    assert profile.bus.retries == 1
+    with Robot(profile, vhand.port) as robot:
+        robot.step(robot.last_state.position_rad)
+        vhand.inject("lose", 1)
+        started_s = time.monotonic()
+        period = robot.control_period_s
+        while time.monotonic() - started_s < 0.5:
+            robot.step(robot.last_state.position_rad)  # raises SafetyFault if the loss were a comms stop
+            time.sleep(period)
+        assert robot.state == SafetyState.RUNNING and robot.stop_record is None
+    retries = [r.getMessage() for r in caplog.records if "asking again" in r.getMessage()]
+    assert retries == [f"bus {vhand.port}: the reply timed out while reading the hand state — asking again"]
 
 
 def test_stuck_joint_ends_in_torque_off_naming_the_joint(profile, vhand):

@@ -93,8 +93,14 @@ def test_disconnected_drops_everything() -> None:
     assert faults.counts["dropped"] == 5
 
 
+def test_lose_drops_exactly_the_next_n_packets_then_passes_the_rest() -> None:
+    faults = injector(lose_next=2)
+    assert [len(faults(PING, [status_reply()])) for _ in range(4)] == [0, 0, 1, 1]
+    assert faults.counts["dropped"] == 2 and faults.lose_next == 0
+
+
 def test_clear_restores_a_clean_wire() -> None:
-    faults = injector(drop_fraction=1.0, corrupt_fraction=1.0, delay_s=0.2, disconnected=True)
+    faults = injector(drop_fraction=1.0, corrupt_fraction=1.0, delay_s=0.2, disconnected=True, lose_next=3)
     faults.clear()
     assert faults(PING, [status_reply()]) == [status_reply()]
 
@@ -122,6 +128,14 @@ def test_apply_fault_sets_the_injector(hand: VirtualHand) -> None:
     assert faults.delay_s == pytest.approx(0.020)
     apply_fault(hand, faults, "disconnect")
     assert faults.disconnected
+    assert "next 3 status" in apply_fault(hand, faults, "lose", "3")
+    assert faults.lose_next == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_apply_fault_refuses_to_lose_fewer_than_one_packet(hand: VirtualHand, value: str) -> None:
+    with pytest.raises(EmulatorError, match="at least 1"):
+        apply_fault(hand, injector(), "lose", value)
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1"])
