@@ -93,9 +93,8 @@ class StepReport:
     raw_target_rad: NDArray[np.float64]  # (n,) what the caller asked for
     target_rad: NDArray[np.float64]  # (n,) what was sent after the filter
     interventions: tuple[Intervention, ...]
-    faults: tuple[Fault, ...] = ()
-    filter_s: float = 0.0  # time spent in the filter (and smoother) [s]
-    write_s: float = 0.0  # time spent writing the targets to the bus [s]
+    filter_s: float  # time spent in the filter (and smoother) [s]
+    write_s: float  # time spent writing the targets to the bus [s]
 
 
 class Robot:
@@ -127,6 +126,7 @@ class Robot:
         self._monitor = StateMonitor(self.limits, profile.joint_names, monitor_config or MonitorConfig())
         self.hold_current_fraction = hold_current_fraction
         self.loop_watchdog_s = loop_watchdog_periods * self.control_period_s
+        self.watchdog_poll_s = self.control_period_s / 4  # a stalled loop is held within limit + this
         self.state = SafetyState.DISCONNECTED
         self.stop_record: SafeStopRecord | None = None
         self.on_safe_stop: list[Callable[[SafeStopRecord], None]] = []
@@ -338,7 +338,7 @@ class Robot:
         return record
 
     def _watch_loop(self) -> None:
-        while not self._watchdog_stop.wait(self.control_period_s / 4):
+        while not self._watchdog_stop.wait(self.watchdog_poll_s):
             if self.state != SafetyState.RUNNING:
                 continue
             silent_s = time.monotonic() - self._last_command_s

@@ -2,7 +2,8 @@
 # Mutation testing of the safety layer with cosmic-ray (not part of CI: one test run per mutant).
 #   bash scripts/mutation_test.sh [MODULE ...]      default: robot/safety_monitor.py
 # Works on a copy of the tree in a scratch folder, so the mutants cosmic-ray writes into files never land in
-# this checkout (or in a process importing it). One worker, niced. Prints the score and every survivor.
+# this checkout (or in a process importing it). One worker, niced, pytest without plugin autoloading (2.4 s
+# per mutant instead of 4.3 s). Prints the score and every survivor.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python_bin="${PYTHON:-$repo_root/.venv/bin/python}"
@@ -38,7 +39,7 @@ for module in "${modules[@]}"; do
 module-path = "$module"
 timeout = 300.0
 excluded-modules = []
-test-command = "nice -n 19 env PYTHONPATH=$work/pkg MUJOCO_GL=egl HANDRAIL_PROPERTY_EXAMPLES_SCALE=0.02 $python_bin -P -m pytest -x -q -p no:cacheprovider $tests"
+test-command = "nice -n 19 env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONPATH=$work/pkg MUJOCO_GL=egl HANDRAIL_PROPERTY_EXAMPLES_SCALE=0.02 $python_bin -P -m pytest -x -q -p no:cacheprovider $tests"
 
 [cosmic-ray.distributor]
 name = "local"

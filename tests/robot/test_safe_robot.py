@@ -10,6 +10,7 @@ run them. The stand-in replaces only the bus driver (``Robot._bus``); filter and
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -165,7 +166,8 @@ def test_a_step_reads_filters_and_sends_what_is_safe(robot) -> None:
     np.testing.assert_allclose(hand.last_target_rad, sent)
     assert np.all(np.abs(sent - bus.position) <= hand.limits.max_tracking_error_rad + 1e-12)
     assert report.interventions and sum(hand.interventions_by_kind.values()) > 0
-    assert report.filter_s >= 0 and report.write_s >= 0 and hand.state == SafetyState.RUNNING and not records
+    assert 0 <= report.filter_s < 0.05 and 0 <= report.write_s < 0.05  # durations of this tick, not clock readings
+    assert hand.state == SafetyState.RUNNING and not records
     hand.last_target_rad[0] = 99.0  # a copy
     assert hand.last_target_rad[0] != 99.0
 
@@ -175,8 +177,9 @@ def test_read_then_command_is_one_bus_read_per_tick(robot) -> None:
     state = hand.read()
     hand.command(bus.position, state)
     assert bus.names() == ["read_state", "write_targets"]
-    with pytest.raises(ValueError, match="16 targets"):
-        hand.command(np.zeros(3), state)
+    for wrong in (np.zeros(3), np.zeros(17), np.zeros((16, 1))):
+        with pytest.raises(ValueError, match="16 targets"):
+            hand.command(wrong, state)
 
 
 # ---- faults: severe ones switch torque off, mild ones hold at reduced current ------------------------------------
@@ -188,6 +191,11 @@ def _assert_torque_off(hand: Robot, bus: RecordingBus, records: list[Any], kind:
     assert hand.stop_record is not None and hand.stop_record.fault.kind == kind
     assert hand.stop_record.action == "torque_off" and hand.stop_record.commands_sent
     assert records == [hand.stop_record]
+
+
+def _assert_no_measurement(fault: Any) -> None:
+    """A fault with no measured quantity (comms, a servo's own error, an operator, a bug) carries 0 and 0."""
+    assert fault.value == 0.0 and fault.limit == 0.0
 
 
 def _assert_hold(hand: Robot, bus: RecordingBus, records: list[Any], kind: str, measured: np.ndarray) -> None:
@@ -218,6 +226,7 @@ def test_a_bus_fault_while_reading_is_a_torque_off_naming_the_joint(robot, caplo
     _assert_torque_off(hand, bus, records, kind)
     assert raised.value.record is hand.stop_record and "torque off" in str(raised.value)
     assert hand.stop_record.fault.joint == joint and str(error) in hand.stop_record.fault.message
+    _assert_no_measurement(hand.stop_record.fault)
     assert "write_targets" not in bus.names()  # nothing was sent after the failed read
     assert "safe stop (torque_off)" in caplog.text and str(error) in caplog.text
 
@@ -228,6 +237,7 @@ def test_a_failed_target_write_is_a_comms_torque_off(robot) -> None:
     with pytest.raises(SafetyFault, match="writing targets failed: port vanished"):
         hand.step(bus.position)
     _assert_torque_off(hand, bus, records, COMMS)
+    _assert_no_measurement(hand.stop_record.fault)
 
 
 def test_an_overspeed_holds_the_measured_position_at_reduced_current(robot, caplog) -> None:
@@ -298,6 +308,7 @@ def test_an_unexpected_exception_under_step_is_a_torque_off_with_the_exception(r
     assert isinstance(raised.value.__cause__, ZeroDivisionError)
     assert "unexpected ZeroDivisionError in Robot.step: a bug in the driver" in hand.stop_record.fault.message
     assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)
+    _assert_no_measurement(hand.stop_record.fault)
 
 
 @pytest.mark.parametrize("where", ["read", "command"])
@@ -320,6 +331,7 @@ def test_abort_is_a_torque_off_once_and_keeps_the_first_record(robot) -> None:
     first = hand.abort(RuntimeError("policy crashed"), "the policy")
     assert first.fault.kind == UNEXPECTED_ERROR and "RuntimeError in the policy: policy crashed" in first.fault.message
     assert hand.abort(ValueError("later"), "elsewhere") is first
+    _assert_no_measurement(first.fault)
     assert bus.names().count("broadcast_torque_off") == 1 and records == [first]
 
 
@@ -337,6 +349,7 @@ def test_an_operator_stop_is_a_torque_off_logged_at_info(robot, caplog) -> None:
         record = hand.stop("Ctrl-C")
     assert record.fault.kind == OPERATOR_STOP and record.fault.message == "hand: Ctrl-C"
     _assert_torque_off(hand, bus, records, OPERATOR_STOP)
+    _assert_no_measurement(record.fault)
     assert [r.levelno for r in caplog.records] == [logging.INFO]
 
 
@@ -346,6 +359,9 @@ def test_closing_a_holding_hand_switches_torque_off(robot) -> None:
     bus.calls.clear()
     hand.close()
     assert bus.names() == ["broadcast_torque_off", "close"] and hand.state == SafetyState.CLOSED
+    closed = hand.stop_record.fault
+    assert closed.kind == OPERATOR_STOP and closed.message == "hand: closed by the application"
+    _assert_no_measurement(closed)
 
 
 def test_closing_a_stopped_hand_sends_no_second_stop(robot) -> None:
@@ -380,8 +396,16 @@ def test_a_loop_that_stops_calling_step_is_held_by_the_watchdog(profile, caplog)
     assert records and records[0].fault.kind == LOOP_STALLED and records[0].action == "hold"
     stalled = records[0].fault
     assert stalled.limit == pytest.approx(hand.loop_watchdog_s) and stalled.value > hand.loop_watchdog_s
-    assert stalled.value < hand.loop_watchdog_s + 0.2  # found within a few watchdog periods
-    assert "control loop stalled" in stalled.message and "control loop stalled" in caplog.text
+    assert hand.watchdog_poll_s == pytest.approx(hand.control_period_s / 4)
+    assert stalled.value < hand.loop_watchdog_s + hand.watchdog_poll_s + 0.15  # found at the next poll or so
+    silent_ms, limit_ms = map(int, re.search(r"no command for (\d+) ms \(limit (\d+) ms\)", stalled.message).groups())
+    assert limit_ms == round(hand.loop_watchdog_s * 1000) and silent_ms == round(stalled.value * 1000)
+    assert "control loop stalled" in caplog.text
+
+
+def test_the_loop_watchdog_defaults_to_three_control_periods(profile) -> None:
+    hand = Robot(profile, port="unused")
+    assert hand.loop_watchdog_s == pytest.approx(3 * profile.control_period_s)
 
 
 def test_the_hold_fraction_must_be_a_fraction(profile) -> None:
