@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from handrail.robot.profile import load_profile
 from handrail.robot.safety_filter import (
     ACCEL_LIMIT,
+    INTERVENTION_KINDS,
     NON_FINITE,
     POSITION_LIMIT,
     SPEED_LIMIT,
     TRACKING_ERROR,
+    BatchTargetFilter,
     FilterResult,
     Intervention,
     SafetyFilterError,
@@ -462,3 +464,55 @@ def test_malformed_limits_name_the_field(field, value, message):
         SafetyLimits(**values)
     with pytest.raises(SafetyConfigError, match="current_limit_ma has 15 values"):
         SafetyLimits(**{**LEAP_LIMITS.as_arrays(), "current_limit_ma": np.ones(15)})
+
+
+# ---- the training batch's filter ----------------------------------------------------------------------------
+
+
+def test_batch_filter_equals_one_filter_per_hand() -> None:
+    limits = LEAP_LIMITS
+    rng = np.random.default_rng(0)
+    n_hands, n = 6, limits.n_joints
+    dt = 1 / 30
+    singles = [TargetFilter(limits, dt) for _ in range(n_hands)]
+    batch = BatchTargetFilter(limits, dt, n_hands)
+    start = rng.uniform(limits.soft_low_rad, limits.soft_high_rad, (n_hands, n))
+    for hand, single in enumerate(singles):
+        single.reset(start[hand])
+    batch.reset(np.arange(n_hands), start)
+    measured = start.copy()
+    totals = np.zeros((n_hands, len(INTERVENTION_KINDS)), dtype=int)
+    for tick in range(300):
+        raw = measured + rng.normal(0, 0.5, (n_hands, n)) * (1 + 5 * (tick % 37 == 0))
+        raw[tick % n_hands, tick % n] = np.nan if tick % 11 == 0 else raw[tick % n_hands, tick % n]
+        measured_now = measured.copy()
+        measured_now[(tick + 1) % n_hands, (tick * 3) % n] = np.nan if tick % 13 == 0 else 0.0
+        measured_now = np.where(np.isnan(measured_now), np.nan, measured)
+        result = batch(raw, measured_now)
+        for hand, single in enumerate(singles):
+            expected = single(raw[hand], measured_now[hand])
+            np.testing.assert_array_equal(result.target_rad[hand], expected.target_rad)
+        totals += np.stack([result.counts[kind] for kind in INTERVENTION_KINDS], axis=1)
+        # The hand lags its target a little, as a servo does.
+        measured = measured + 0.7 * (result.target_rad - measured)
+    for hand, single in enumerate(singles):
+        assert totals[hand].tolist() == [single.counts[kind] for kind in INTERVENTION_KINDS]
+    assert totals.sum() > 0 and totals[:, INTERVENTION_KINDS.index("non_finite")].sum() > 0
+
+
+def test_the_batch_filter_refuses_misuse_with_a_message() -> None:
+    n = LEAP_LIMITS.n_joints
+    with pytest.raises(SafetyFilterError, match="n_hands = 0"):
+        BatchTargetFilter(LEAP_LIMITS, LEAP_PERIOD_S, 0)
+    for period in (0.0, -1.0, math.nan):
+        with pytest.raises(SafetyConfigError, match="control_period_s"):
+            BatchTargetFilter(LEAP_LIMITS, period, 2)
+    batch = BatchTargetFilter(LEAP_LIMITS, LEAP_PERIOD_S, 2)
+    with pytest.raises(SafetyFilterError, match="non-finite"):
+        batch.reset(slice(None), np.full((2, n), np.nan))
+    good = np.zeros((2, n))
+    for raw, measured in ((np.zeros((3, n)), good), (good, np.zeros((2, n + 1))), (np.zeros(n), np.zeros(n))):
+        with pytest.raises(SafetyFilterError, match=r"need shape \(2, 16\)"):
+            batch(raw, measured)
+    result = batch(good, good)  # the right shapes pass
+    assert result.target_rad.shape == (2, n) and all(result.counts[kind].shape == (2,) for kind in INTERVENTION_KINDS)

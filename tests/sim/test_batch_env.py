@@ -1,51 +1,13 @@
-"""The batched training engine: its safety filter and observation builder equal the hardware's row by row;
+"""The batched training engine: its observation builder equals the hardware's row by row (its safety filter:
+tests/robot/test_safety_filter.py);
 latency, backlash, auto-reset and an unstable simulation behave as documented; hands are independent."""
 
 import numpy as np
-import pytest
 
-from handrail.robot.profile import load_profile
-from handrail.robot.safety_filter import INTERVENTION_KINDS, BatchTargetFilter, TargetFilter
-from handrail.robot.safety_limits import SafetyLimits
 from handrail.sim.batch_env import BatchHandEnv
 from handrail.sim.observation import BatchObservationBuilder, ObjectPoseEstimate, ObservationBuilder, default_spec
 from handrail.sim.randomization import NonNegativeRange, nominal_randomization
 from handrail.sim.tasks import POSE, ROTATE_Z
-
-
-@pytest.fixture(scope="module")
-def limits() -> SafetyLimits:
-    return SafetyLimits.from_profile(load_profile())
-
-
-def test_batch_filter_equals_one_filter_per_hand(limits: SafetyLimits) -> None:
-    rng = np.random.default_rng(0)
-    n_hands, n = 6, limits.n_joints
-    dt = 1 / 30
-    singles = [TargetFilter(limits, dt) for _ in range(n_hands)]
-    batch = BatchTargetFilter(limits, dt, n_hands)
-    start = rng.uniform(limits.soft_low_rad, limits.soft_high_rad, (n_hands, n))
-    for hand, single in enumerate(singles):
-        single.reset(start[hand])
-    batch.reset(np.arange(n_hands), start)
-    measured = start.copy()
-    totals = np.zeros((n_hands, len(INTERVENTION_KINDS)), dtype=int)
-    for tick in range(300):
-        raw = measured + rng.normal(0, 0.5, (n_hands, n)) * (1 + 5 * (tick % 37 == 0))
-        raw[tick % n_hands, tick % n] = np.nan if tick % 11 == 0 else raw[tick % n_hands, tick % n]
-        measured_now = measured.copy()
-        measured_now[(tick + 1) % n_hands, (tick * 3) % n] = np.nan if tick % 13 == 0 else 0.0
-        measured_now = np.where(np.isnan(measured_now), np.nan, measured)
-        result = batch(raw, measured_now)
-        for hand, single in enumerate(singles):
-            expected = single(raw[hand], measured_now[hand])
-            np.testing.assert_array_equal(result.target_rad[hand], expected.target_rad)
-        totals += np.stack([result.counts[kind] for kind in INTERVENTION_KINDS], axis=1)
-        # The hand lags its target a little, as a servo does.
-        measured = measured + 0.7 * (result.target_rad - measured)
-    for hand, single in enumerate(singles):
-        assert totals[hand].tolist() == [single.counts[kind] for kind in INTERVENTION_KINDS]
-    assert totals.sum() > 0 and totals[:, INTERVENTION_KINDS.index("non_finite")].sum() > 0
 
 
 def test_batch_observation_builder_equals_the_single_builder() -> None:
