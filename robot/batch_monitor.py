@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from handrail.robot.safety_limits import SafetyLimits
 from handrail.robot.safety_monitor import OVERCURRENT, OVERSPEED, STALL, MonitorConfig
+from handrail.robot.stall import advance_stall_timer, pushing
 
 BATCH_FAULT_KINDS = (OVERSPEED, OVERCURRENT, STALL)
 
@@ -68,14 +69,10 @@ class BatchStateMonitor:
         self._overspeed = np.where(over_speed, self._overspeed + 1, 0)
         over_current = np.abs(current_ma) > self._current_limit
         self._overcurrent = np.where(over_current, self._overcurrent + 1, 0)
-        self.pushing = (np.abs(current_ma) >= self._stall_current) & (
-            np.abs(target_rad - position_rad) >= self._stall_error
-        )
+        self.pushing = pushing(current_ma, position_rad, target_rad, self._stall_current, self._stall_error)
         stalled = self.pushing & (np.abs(velocity_rad_s) < config.stall_speed_rad_s)
-        now_s = np.broadcast_to(np.asarray(timestamp_s, dtype=np.float64)[:, None], stalled.shape)
-        started = np.where(np.isnan(self._stalled_since_s), now_s, self._stalled_since_s)
-        self._stalled_since_s = np.where(stalled, started, np.nan)
-        stalled_for_s = np.nan_to_num(now_s - self._stalled_since_s, nan=-1.0)
+        now_s = np.asarray(timestamp_s, dtype=np.float64)[:, None]
+        self._stalled_since_s, stalled_for_s = advance_stall_timer(self._stalled_since_s, stalled, now_s)
         return {
             OVERSPEED: (self._overspeed >= config.overspeed_readings).any(axis=1),
             OVERCURRENT: (self._overcurrent >= config.overcurrent_readings).any(axis=1),

@@ -19,7 +19,14 @@ from numpy.typing import NDArray
 
 from handrail.robot.bus import HandState, decode_hardware_error
 from handrail.robot.safety_limits import SafetyLimits
-from handrail.robot.stall import STALL_CURRENT_FRACTION, STALL_ERROR_FRACTION, STALL_SPEED_RAD_S, STALL_TIME_S
+from handrail.robot.stall import (
+    STALL_CURRENT_FRACTION,
+    STALL_ERROR_FRACTION,
+    STALL_SPEED_RAD_S,
+    STALL_TIME_S,
+    advance_stall_timer,
+    pushing,
+)
 
 # Fault kinds. Severe ones switch torque off; the rest hold position at reduced current.
 OVERSPEED = "overspeed"
@@ -151,17 +158,16 @@ class StateMonitor:
         if target_rad is None:
             self._stalled_since_s[:] = np.nan
         else:
-            stalled = (
-                (np.abs(state.current_ma) >= config.stall_current_fraction * limits.current_limit_ma)
-                & (np.abs(state.velocity_rad_s) < config.stall_speed_rad_s)
-                & (
-                    np.abs(target_rad - state.position_rad)
-                    >= config.stall_error_fraction * limits.max_tracking_error_rad
-                )
+            stalled = pushing(
+                state.current_ma,
+                state.position_rad,
+                target_rad,
+                config.stall_current_fraction * limits.current_limit_ma,
+                config.stall_error_fraction * limits.max_tracking_error_rad,
+            ) & (np.abs(state.velocity_rad_s) < config.stall_speed_rad_s)
+            self._stalled_since_s, stalled_for_s = advance_stall_timer(
+                self._stalled_since_s, stalled, state.timestamp_s
             )
-            started = np.where(np.isnan(self._stalled_since_s), state.timestamp_s, self._stalled_since_s)
-            self._stalled_since_s = np.where(stalled, started, np.nan)
-            stalled_for_s = np.nan_to_num(state.timestamp_s - self._stalled_since_s, nan=-1.0)
             for joint in np.flatnonzero(stalled_for_s >= config.stall_time_s):
                 faults.append(
                     self._fault(

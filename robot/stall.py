@@ -22,6 +22,30 @@ STALL_ERROR_FRACTION = 0.8  # of the joint's tracking window (max_tracking_error
 STALL_TIME_S = 1.0  # for this long
 
 
+def pushing(
+    current_ma: NDArray[np.float64],
+    position_rad: NDArray[np.float64],
+    goal_rad: NDArray[np.float64],
+    stall_current_ma: NDArray[np.float64],
+    stall_error_rad: NDArray[np.float64],
+) -> NDArray[np.bool_]:
+    """Joints at the stall current with their goal at least the stall error away: a stall but for the speed."""
+    return (np.abs(current_ma) >= stall_current_ma) & (np.abs(goal_rad - position_rad) >= stall_error_rad)
+
+
+def advance_stall_timer(
+    since_s: NDArray[np.float64], stalled_now: NDArray[np.bool_], now_s: float | NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """One reading of the stall timers: a joint's timer starts when it stalls and clears when it does not.
+
+    ``since_s`` holds when each joint's stall began (NaN: not stalled). Returns the new ``since_s`` and how long
+    each joint has been stalled [s] (-1 where it is not), to compare with ``STALL_TIME_S``.
+    """
+    started = np.where(np.isnan(since_s), now_s, since_s)
+    since = np.where(stalled_now, started, np.nan)
+    return since, np.nan_to_num(now_s - since, nan=-1.0)
+
+
 @dataclass
 class StallDetector:
     """Per-joint stall timers; ``update`` returns the indices of joints stalled for ``stall_time_s``."""
@@ -49,14 +73,11 @@ class StallDetector:
         if goal_rad is None:
             self._since_s[:] = np.nan
             return np.zeros(0, dtype=np.int64)
-        stalled_now = (
-            (np.abs(current_ma) >= self.current_fraction * self.current_limit_ma)
-            & (np.abs(velocity_rad_s) < self.max_speed_rad_s)
-            & (np.abs(goal_rad - position_rad) >= self.min_error_rad)
-        )
-        self._since_s = np.where(stalled_now, np.where(np.isnan(self._since_s), timestamp_s, self._since_s), np.nan)
-        elapsed = timestamp_s - self._since_s
-        return np.flatnonzero(np.nan_to_num(elapsed, nan=-1.0) >= self.stall_time_s)
+        stalled_now = pushing(
+            current_ma, position_rad, goal_rad, self.current_fraction * self.current_limit_ma, self.min_error_rad
+        ) & (np.abs(velocity_rad_s) < self.max_speed_rad_s)
+        self._since_s, stalled_for_s = advance_stall_timer(self._since_s, stalled_now, timestamp_s)
+        return np.flatnonzero(stalled_for_s >= self.stall_time_s)
 
     def reset(self) -> None:
         self._since_s = None
