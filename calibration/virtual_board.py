@@ -25,7 +25,7 @@ from handrail.vision.camera import Intrinsics
 from handrail.vision.transforms import pose_matrix, quat_wxyz_from_matrix, transform_points
 
 if TYPE_CHECKING:
-    from handrail.sim.model import Mount
+    from handrail.robot.profile import MountSpec
 
 # Texture resolution of the printed board [px/m]: a 4 cm square gets 160 texels, several per screen pixel.
 _TEXTURE_PIXELS_PER_M = 4000.0
@@ -102,7 +102,7 @@ def hand_scene_with_board(
     link_body: str,
     T_link_board: np.ndarray,
     hand_mjcf: Path | None = None,
-    mount: Mount | None = None,
+    mount: MountSpec | None = None,
 ) -> mujoco.MjModel:
     """The hand scene (``sim/models/scene.xml`` with the hand attached at ``hand_mount`` at ``mount``, as
     :func:`handrail.sim.model.build_scene` builds it, without its keyframe) with ``board`` riding on the hand body

@@ -23,7 +23,6 @@ from handrail.calibration.board import BoardSpec
 from handrail.calibration.virtual_board import hand_scene_with_board
 from handrail.robot.profile import HandProfile
 from handrail.sim import leap
-from handrail.sim.model import profile_mount
 from handrail.vision.camera import Camera, Frame, Intrinsics
 from handrail.vision.transforms import T_world_opencv_camera_of_mujoco_camera, T_world_site, invert_pose, pose_matrix
 from handrail.vision.virtual_camera import ImageNoise, VirtualCamera
@@ -67,7 +66,7 @@ class VirtualHandCamera(Camera):
         self._ground_truth = ground_truth
         self.board = board or BoardSpec.parse(DEFAULT_MARKER)
         self._model = hand_scene_with_board(
-            self.board, link, T_link_board, hand_mjcf=profile.mjcf, mount=profile_mount(profile)
+            self.board, link, T_link_board, hand_mjcf=profile.mjcf, mount=profile.mount
         )
         # No shadow map and no multisampling: a frame costs a third of the CPU on a software renderer (the virtual
         # hand shares it in real time), and the edge-fitted marker corners come out as accurate.

@@ -17,6 +17,7 @@ import mujoco
 import numpy as np
 
 from handrail.errors import HandrailError
+from handrail.robot.profile import MountSpec
 from handrail.sim import leap
 
 if TYPE_CHECKING:
@@ -50,18 +51,11 @@ class CubePose(NamedTuple):
     quat_wxyz: np.ndarray  # (4,) unit quaternion, w first
 
 
-class Mount(NamedTuple):
-    """The pose of the hand MJCF's own world frame in the hand frame (the scene's ``hand_mount`` site)."""
-
-    position_m: Sequence[float] = (0.0, 0.0, 0.0)
-    quat_wxyz: Sequence[float] = (1.0, 0.0, 0.0, 0.0)
-
-
 def build_scene(
     hand_mjcf: Path,
     home_rad: Mapping[str, float] | None = None,
     joint_names: Sequence[str] = leap.JOINT_NAMES,
-    mount: Mount | None = None,
+    mount: MountSpec | None = None,
     fingertips: Sequence[str] = leap.FINGERTIP_SITE_NAMES,
     servo_mechanics: Mapping[str, tuple[float, float]] | None = None,
 ) -> mujoco.MjModel:
@@ -90,7 +84,7 @@ def build_scene(
     """
     hand_mjcf = Path(hand_mjcf)
     home_rad = dict(home_rad or {})
-    mount = mount or Mount()
+    mount = mount or MountSpec()
     scene_spec = _load_spec(SCENE_XML, "the scene")
     hand_spec = _load_spec(hand_mjcf, "the hand")
 
@@ -115,13 +109,13 @@ def build_scene(
         return _compile(scene_spec, hand_mjcf)
 
 
-def attach_hand(scene_spec: mujoco.MjSpec, hand_spec: mujoco.MjSpec, mount: Mount | None = None) -> None:
+def attach_hand(scene_spec: mujoco.MjSpec, hand_spec: mujoco.MjSpec, mount: MountSpec | None = None) -> None:
     """Attach ``hand_spec`` to the scene's ``hand_mount`` site with its world frame at ``mount`` (in the site's frame).
 
     No prefix: the profile, the policy and leap.JOINT_NAMES use the hand's own names (MuJoCo warns that saving
     may then clash on names; the scene's names are chosen not to clash with a hand's).
     """
-    mount = mount or Mount()
+    mount = mount or MountSpec()
     mount_site = scene_spec.site(leap.HAND_MOUNT_SITE_NAME)
     if mount_site is None:
         raise ModelError(f"{SCENE_XML}: no site '{leap.HAND_MOUNT_SITE_NAME}' to attach the hand to")
@@ -138,18 +132,13 @@ def attach_hand(scene_spec: mujoco.MjSpec, hand_spec: mujoco.MjSpec, mount: Moun
         scene_spec.add_exclude(bodyname1=mount_site.parent.name, bodyname2=body)
 
 
-def profile_mount(profile: "HandProfile") -> Mount:
-    """The profile's ``[mount]`` as a :class:`Mount`."""
-    return Mount(profile.mount.position_m, profile.mount.quat_wxyz)
-
-
 def build_scene_for_profile(profile: "HandProfile") -> mujoco.MjModel:
     """The scene with the profile's hand MJCF, its joint names, home pose, mount, fingertips and servo mechanics."""
     return build_scene(
         profile.mjcf,
         home_rad={joint.mjcf_joint: joint.home_rad for joint in profile.joints},
         joint_names=[joint.mjcf_joint for joint in profile.joints],
-        mount=profile_mount(profile),
+        mount=profile.mount,
         fingertips=profile.fingertips,
         servo_mechanics=servo_mechanics(profile),
     )

@@ -153,6 +153,35 @@ def test_missing_profile_and_missing_mjcf(tmp_path):
         load_profile(path)
 
 
+def test_an_mjcf_path_through_an_unset_variable_names_the_variable_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("HANDRAIL_TEST_MODELS", raising=False)
+    path = tmp_path / "hand.toml"
+    path.write_text(BUNDLED_TEXT.replace(MJCF_LINE, 'mjcf = "${HANDRAIL_TEST_MODELS}/leap_hand.xml"'))
+    with pytest.raises(ProfileError, match=r"environment variable HANDRAIL_TEST_MODELS, which is not set — export it"):
+        load_profile(path)
+    monkeypatch.setenv(
+        "HANDRAIL_TEST_MODELS", str(default_profile_path().parent.joinpath("../../sim/models").resolve())
+    )
+    assert load_profile(path).mjcf.name == "leap_hand.xml"  # set: resolved
+
+
+@pytest.mark.parametrize(
+    ("mount", "expected"),
+    [
+        (
+            "position_m = [0.0, 0.0, 0.1]\nquat_wxyz = [0.0, 2.0, 0.0, 0.0]",
+            "has norm 2.0000, not 1 — give a unit quaternion",
+        ),
+        ("position_m = [0.0, nan, 0.1]", "must be finite numbers"),
+    ],
+    ids=["non-unit quaternion", "nan position"],
+)
+def test_a_bad_mount_names_the_fix(tmp_path, mount, expected):
+    path = _write_profile(tmp_path, BUNDLED_TEXT + f"\n[mount]\n{mount}\n")
+    with pytest.raises(ProfileError, match=expected):
+        load_profile(path)
+
+
 def test_joint_may_tighten_a_limit(tmp_path):
     path = _write_profile(tmp_path, _mutate("motor_id = 5\n", "motor_id = 5\nmax_speed_rad_s = 1.5\n"))
     profile = load_profile(path)
