@@ -64,10 +64,12 @@ class ExportReport:
     max_abs_diff: float  # onnxruntime vs torch
     max_abs_diff_reference: float  # onnxruntime vs Checkpoint.act
     file_size_bytes: int
+    warnings: tuple[str, ...] = ()  # from the check against ``profile``: same hand, other name or fingerprint
 
     def format(self) -> str:
         return "\n".join(
             (
+                *(f"warning: {warning}" for warning in self.warnings),
                 f"wrote {self.path} ({self.file_size_bytes / 1024:.1f} KiB): obs [batch, {self.n_obs}] -> "
                 f"action [batch, {self.n_act}]",
                 f"parity on {self.parity_samples} observations: max |onnxruntime - torch| = {self.max_abs_diff:.2e} "
@@ -261,9 +263,10 @@ def export_policy(
     if run_facts and "training" not in info:
         info["training"] = {**run_facts, "steps": checkpoint.num_timesteps}
     metadata = metadata_from_checkpoint_info(info, source)
+    warnings: tuple[str, ...] = ()
     if profile is not None:
         # The deploy loop's check, before a file is written: refused where the hand would refuse it.
-        check_policy_matches(metadata, load_profile(profile), source=source)
+        warnings = tuple(check_policy_matches(metadata, load_profile(profile), source=source))
     if (metadata.n_obs, metadata.n_act) != (checkpoint.n_obs, checkpoint.n_act):
         raise ExportError(
             f"{source}: the specs say n_obs {metadata.n_obs}, n_act {metadata.n_act} but the actor takes "
@@ -291,6 +294,7 @@ def export_policy(
         max_abs_diff=max_abs_diff,
         max_abs_diff_reference=max_abs_diff_reference,
         file_size_bytes=out_path.stat().st_size,
+        warnings=warnings,
     )
 
 

@@ -97,6 +97,18 @@ def test_export_through_the_cli_prints_parity_and_writes_a_checked_file(checkpoi
     assert not out.with_name(out.name + ".partial").exists()
 
 
+def test_export_for_the_same_hand_under_another_name_prints_the_warning(checkpoint_file, tmp_path, capsys):
+    renamed = tmp_path / "renamed.toml"
+    text = PROFILE.source.read_text().replace(f'name = "{PROFILE.name}"', 'name = "leap_right_bench"', 1)
+    mjcf = PROFILE.mjcf.resolve()
+    renamed.write_text(text.replace('mjcf = "../../sim/models/leap_hand.xml"', f'mjcf = "{mjcf}"'))
+    out = tmp_path / "policy.onnx"
+    assert main(["export", str(checkpoint_file), "--out", str(out), "--profile", str(renamed)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("warning: ") and "leap_right_bench" in printed.splitlines()[0]
+    assert export_policy(checkpoint_file, out, profile=renamed, parity_samples=4).warnings  # and in the report
+
+
 @pytest.mark.parametrize("activation", ["elu", "tanh", "relu"])
 def test_the_graph_computes_the_checkpoint_policy_with_its_normalizer(activation, tmp_path):
     checkpoint = _checkpoint(activation)
