@@ -18,6 +18,7 @@ declare -A tests_for=(
     [robot/safety_limits.py]="tests/robot/test_safety_limits.py tests/robot/test_safety_filter.py tests/robot/test_profile.py"
     [robot/safety_filter.py]="tests/robot/test_safety_filter.py"
     [robot/safe_robot.py]="tests/robot/test_safe_robot.py"
+    [robot/stall.py]="tests/robot/test_safety_monitor.py tests/robot/test_batch_monitor.py"
 )
 
 work="$(mktemp -d /tmp/handrail-mutation.XXXXXX)"
