@@ -404,8 +404,11 @@ def test_misuse_is_refused_with_a_message():
     with pytest.raises(SafetyFilterError, match="call reset"):
         filter_(np.zeros(16), np.zeros(16))
     filter_.reset(np.zeros(16))
+    for raw, measured in ((np.zeros(15), np.zeros(16)), (np.zeros(17), np.zeros(16)), (np.zeros(16), np.zeros(15))):
+        with pytest.raises(SafetyFilterError, match=r"needs shape \(16,\)"):
+            filter_(raw, measured)
     with pytest.raises(SafetyFilterError, match=r"needs shape \(16,\)"):
-        filter_(np.zeros(15), np.zeros(16))
+        filter_(np.zeros(16), np.zeros(17))
     with pytest.raises(SafetyConfigError, match="control_period_s"):
         TargetFilter(LEAP_LIMITS, 0.0)
 
