@@ -411,6 +411,10 @@ def test_misuse_is_refused_with_a_message():
         filter_(np.zeros(16), np.zeros(17))
     with pytest.raises(SafetyConfigError, match="control_period_s"):
         TargetFilter(LEAP_LIMITS, 0.0)
+    measured = np.zeros(16)
+    measured[[2, 5]] = np.nan, np.inf
+    with pytest.raises(SafetyFilterError, match=r"measured position of joint 2 is nan — read the hand's state again"):
+        filter_.reset(measured)  # the first bad joint, with its value
 
 
 def test_speed_scale_only_tightens():
@@ -517,5 +521,6 @@ def test_the_batch_filter_refuses_misuse_with_a_message() -> None:
     for raw, measured in ((np.zeros((3, n)), good), (good, np.zeros((2, n + 1))), (np.zeros(n), np.zeros(n))):
         with pytest.raises(SafetyFilterError, match=r"need shape \(2, 16\)"):
             batch(raw, measured)
+    assert BatchTargetFilter(LEAP_LIMITS, LEAP_PERIOD_S, 1).n_hands == 1  # one hand is a batch too
     result = batch(good, good)  # the right shapes pass
     assert result.target_rad.shape == (2, n) and all(result.counts[kind].shape == (2,) for kind in INTERVENTION_KINDS)
