@@ -384,6 +384,20 @@ def test_a_constant_action_is_reached_exactly_and_then_nothing_is_reported():
     assert np.array_equal(filter_.last_velocity_rad_s, np.zeros(16))
 
 
+def test_a_long_move_is_time_optimal_within_the_speed_and_acceleration_limits():
+    # From rest to rest across 90 % of each joint's range: the target lands within half a tick of the continuous
+    # minimum-time profile (accelerate, cruise, brake), and not more than a tick sooner (the limits hold).
+    low, high = LEAP_LIMITS.soft_low_rad, LEAP_LIMITS.soft_high_rad
+    start, goal = low + 0.05 * (high - low), low + 0.95 * (high - low)
+    filter_ = _leap_filter(start)
+    landed_tick = np.zeros(16)
+    for tick in range(1, 200):
+        landed_tick[(filter_(goal, filter_.last_target_rad).target_rad == goal) & (landed_tick == 0)] = tick
+    v, a, d = LEAP_LIMITS.max_speed_rad_s, LEAP_LIMITS.max_accel_rad_s2, goal - start
+    minimum_ticks = np.where(d > v * v / a, d / v + v / a, 2 * np.sqrt(d / a)) / LEAP_PERIOD_S
+    assert np.all(landed_tick <= minimum_ticks + 0.5) and np.all(landed_tick >= minimum_ticks - 1.0)
+
+
 def test_the_target_brakes_into_the_soft_limit_without_overshoot():
     filter_ = _leap_filter()
     high = LEAP_LIMITS.soft_high_rad
@@ -524,3 +538,17 @@ def test_the_batch_filter_refuses_misuse_with_a_message() -> None:
     assert BatchTargetFilter(LEAP_LIMITS, LEAP_PERIOD_S, 1).n_hands == 1  # one hand is a batch too
     result = batch(good, good)  # the right shapes pass
     assert result.target_rad.shape == (2, n) and all(result.counts[kind].shape == (2,) for kind in INTERVENTION_KINDS)
+
+
+def test_a_batch_hand_with_a_non_finite_action_holds_even_outside_its_tracking_window() -> None:
+    # Hand 0's action is NaN while its measured position is 0.5 rad from its target (beyond the 0.3 rad window):
+    # it holds its target as a single filter does, rather than following the window.
+    start = (LEAP_LIMITS.soft_low_rad + LEAP_LIMITS.soft_high_rad) / 2
+    batch, single = BatchTargetFilter(LEAP_LIMITS, LEAP_PERIOD_S, 2), _leap_filter(start)
+    batch.reset(slice(None), np.stack([start, start]))
+    measured = start + 0.5
+    raw = np.stack([np.full(16, np.nan), start])
+    result = batch(raw, np.stack([measured, measured]))
+    np.testing.assert_array_equal(result.target_rad[0], single(raw[0], measured).target_rad)
+    np.testing.assert_array_equal(result.target_rad[0], start)
+    assert result.counts[NON_FINITE].tolist() == [1, 0]
