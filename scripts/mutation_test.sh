@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing of the safety layer with cosmic-ray (not part of CI: one test run per mutant).
 #   bash scripts/mutation_test.sh [MODULE ...]      default: robot/safety_monitor.py
+#   RECHECK=/tmp/handrail-mutation.XXXXXX bash scripts/mutation_test.sh MODULE ...
+#       after new tests: run only the survivors of that earlier run (its MODULE.sqlite) against today's tests
 # Works on a copy of the tree in a scratch folder, so the mutants cosmic-ray writes into files never land in
 # this checkout (or in a process importing it). One worker, niced, pytest without plugin autoloading (2.4 s
 # per mutant instead of 4.3 s). Prints the score and every survivor.
@@ -45,6 +47,10 @@ test-command = "nice -n 19 env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONPATH=$work
 [cosmic-ray.distributor]
 name = "local"
 EOF
+    if [[ -n "${RECHECK:-}" ]]; then
+        nice -n 19 "$python_bin" "$repo_root/scripts/mutation_recheck.py" "$name.toml" "$RECHECK/$name.sqlite"
+        continue
+    fi
     nice -n 19 "$cosmic_ray" init "$name.toml" "$name.sqlite"
     nice -n 19 "$cosmic_ray" exec "$name.toml" "$name.sqlite"
     "$(dirname "$python_bin")/cr-report" --surviving-only --show-diff "$name.sqlite"

@@ -304,6 +304,8 @@ def test_a_nan_action_holds_the_last_target_and_is_counted():
     action[5] = -np.inf
     assert filter_(action, np.zeros(16)).interventions[0].raw == -np.inf
     assert filter_.counts[NON_FINITE] == 2
+    action[9] = np.nan  # two bad entries: the record carries the first
+    assert filter_(action, np.zeros(16)).interventions[0].raw == -np.inf
 
 
 def test_a_nan_action_while_moving_stops_within_the_acceleration_limit():
