@@ -394,7 +394,10 @@ def test_a_long_move_is_time_optimal_within_the_speed_and_acceleration_limits():
     filter_ = _leap_filter(start)
     landed_tick = np.zeros(16)
     for tick in range(1, 200):
-        landed_tick[(filter_(goal, filter_.last_target_rad).target_rad == goal) & (landed_tick == 0)] = tick
+        before = filter_.last_target_rad
+        landed_tick[(filter_(goal, before).target_rad == goal) & (landed_tick == 0)] = tick
+        if tick == 3:  # the reported velocity is this tick's step over the period
+            np.testing.assert_allclose(filter_.last_velocity_rad_s, (filter_.last_target_rad - before) / LEAP_PERIOD_S)
     v, a, d = LEAP_LIMITS.max_speed_rad_s, LEAP_LIMITS.max_accel_rad_s2, goal - start
     minimum_ticks = np.where(d > v * v / a, d / v + v / a, 2 * np.sqrt(d / a)) / LEAP_PERIOD_S
     assert np.all(landed_tick <= minimum_ticks + 0.5) and np.all(landed_tick >= minimum_ticks - 1.0)
