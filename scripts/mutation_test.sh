@@ -40,7 +40,7 @@ for module in "${modules[@]}"; do
     cat > "$name.toml" <<EOF
 [cosmic-ray]
 module-path = "$module"
-timeout = 300.0
+timeout = 60.0
 excluded-modules = []
 test-command = "nice -n 19 env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONPATH=$work/pkg MUJOCO_GL=egl HANDRAIL_PROPERTY_EXAMPLES_SCALE=0.02 $python_bin -P -m pytest -x -q -p no:cacheprovider $tests"
 
