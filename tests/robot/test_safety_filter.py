@@ -403,6 +403,13 @@ def test_a_long_move_is_time_optimal_within_the_speed_and_acceleration_limits():
     assert np.all(landed_tick <= minimum_ticks + 0.5) and np.all(landed_tick >= minimum_ticks - 1.0)
 
 
+def test_the_reported_velocity_is_the_step_over_the_period_at_20_hz_too():
+    filter_ = TargetFilter(LEAP_LIMITS, 0.05)  # 1 / 0.05 is 20 in floats; 1 // 0.05 is 19
+    filter_.reset(np.zeros(16))
+    filter_(np.full(16, 0.3), np.zeros(16))
+    np.testing.assert_allclose(filter_.last_velocity_rad_s, filter_.last_target_rad / 0.05)
+
+
 def test_the_target_brakes_into_the_soft_limit_without_overshoot():
     filter_ = _leap_filter()
     high = LEAP_LIMITS.soft_high_rad
@@ -428,8 +435,9 @@ def test_misuse_is_refused_with_a_message():
             filter_(raw, measured)
     with pytest.raises(SafetyFilterError, match=r"needs shape \(16,\)"):
         filter_(np.zeros(16), np.zeros(17))
-    with pytest.raises(SafetyConfigError, match="control_period_s"):
-        TargetFilter(LEAP_LIMITS, 0.0)
+    for period in (0.0, -0.05, math.inf):
+        with pytest.raises(SafetyConfigError, match="control_period_s"):
+            TargetFilter(LEAP_LIMITS, period)
     measured = np.zeros(16)
     measured[[2, 5]] = np.nan, np.inf
     with pytest.raises(SafetyFilterError, match=r"measured position of joint 2 is nan — read the hand's state again"):
@@ -537,7 +545,8 @@ def test_the_batch_filter_refuses_misuse_with_a_message() -> None:
     with pytest.raises(SafetyFilterError, match="non-finite"):
         batch.reset(slice(None), np.full((2, n), np.nan))
     good = np.zeros((2, n))
-    for raw, measured in ((np.zeros((3, n)), good), (good, np.zeros((2, n + 1))), (np.zeros(n), np.zeros(n))):
+    wrong = (np.zeros((3, n)), np.zeros((1, n)), np.zeros((2, n + 1)), np.zeros((2, n - 1)), np.zeros(n))
+    for raw, measured in [(shape, good) for shape in wrong] + [(good, shape) for shape in wrong]:
         with pytest.raises(SafetyFilterError, match=r"need shape \(2, 16\)"):
             batch(raw, measured)
     assert BatchTargetFilter(LEAP_LIMITS, LEAP_PERIOD_S, 1).n_hands == 1  # one hand is a batch too
