@@ -231,6 +231,22 @@ def test_a_bus_fault_while_reading_is_a_torque_off_naming_the_joint(robot, caplo
     assert "safe stop (torque_off)" in caplog.text and str(error) in caplog.text
 
 
+@pytest.mark.parametrize("how", ["torque_off", "hold"])
+def test_a_stopped_hand_refuses_every_call_with_its_record_and_sends_nothing(robot, how) -> None:
+    hand, bus, _ = _started(robot)
+    if how == "torque_off":
+        hand.stop("test")
+    else:
+        _hold_after_an_overspeed(hand, bus)
+    record = hand.stop_record
+    bus.calls.clear()
+    for call in (lambda: hand.step(bus.position), hand.read, lambda: hand.command(bus.position, bus.state())):
+        with pytest.raises(SafetyFault) as raised:
+            call()
+        assert raised.value.record is record
+    assert bus.calls == [] and hand.stop_record is record
+
+
 def test_a_failed_target_write_is_a_comms_torque_off(robot) -> None:
     hand, bus, records = _started(robot)
     bus.fail["write_targets"] = BusError("port vanished")
