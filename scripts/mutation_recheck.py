@@ -24,14 +24,19 @@ def main(config_path: str, db_path: str) -> int:
         completed = db.completed_work_items
         pending = len(db.pending_work_items)
     survivors = [(item, result) for item, result in completed if result.test_outcome == TestOutcome.SURVIVED]
-    print(f"recheck: {len(survivors)} survivors of {len(completed)} mutants run ({pending} never run)", flush=True)
+    tested = [result for _, result in completed if result.test_outcome is not None]  # not NO_TEST
+    print(
+        f"recheck: {len(survivors)} survivors of {len(tested)} mutants tested "
+        f"({len(completed) - len(tested)} not applicable, {pending} never run)",
+        flush=True,
+    )
     still = 0
     for index, (item, old) in enumerate(survivors, 1):
         result = mutate_and_test(item.mutations, config["test-command"], config["timeout"])
         outcome = str(getattr(result.test_outcome or result.worker_outcome, "value", result.test_outcome))
         still += outcome == TestOutcome.SURVIVED.value
         print(f"--- [{index}/{len(survivors)}] {item.job_id}: {outcome}\n{old.diff}", flush=True)
-    killed, total = len(completed) - still, len(completed)
+    killed, total = len(tested) - still, len(tested)
     print(f"recheck: {still} still survive; killed {killed} of {total} ({100 * killed / total:.1f} %)")
     return 0
 
