@@ -233,16 +233,21 @@ class HandProfile(_Frozen):
         # The rate is left out too: a policy carries its own and the runtime checks it against max_rate_hz.
         # The mount and the fingertips say how the simulator places and measures the MJCF, not what the policy
         # commands: left out like the MJCF path.
-        excluded = {
-            "mjcf",
-            "description",
-            "source",
-            "calibration_source",
-            "control_rate_hz",
-            "max_control_rate_hz",
-            "mount",
-            "fingertips",
+        # How often the host asks again for a lost reply is how it talks to the hand, not the hand.
+        excluded: dict[str, Any] = {
+            name: True
+            for name in (
+                "mjcf",
+                "description",
+                "source",
+                "calibration_source",
+                "control_rate_hz",
+                "max_control_rate_hz",
+                "mount",
+                "fingertips",
+            )
         }
+        excluded["bus"] = {"retries": True}
         payload = self.model_dump(mode="json", exclude=excluded)
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -237,6 +237,11 @@ def test_fingerprint_is_stable_and_tracks_limits(tmp_path):
     assert load_profile(same).fingerprint() == load_profile().fingerprint()
     slower = _write_profile(tmp_path, _mutate("max_speed_rad_s = 3.0", "max_speed_rad_s = 2.0"))
     assert load_profile(slower).fingerprint() != load_profile().fingerprint()
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    retrying = _write_profile(patient, _mutate("timeout_ms = 20.0", "retries = 3\ntimeout_ms = 20.0"))
+    assert load_profile(retrying).bus.retries == 3
+    assert load_profile(retrying).fingerprint() == load_profile().fingerprint()  # how the host asks, not the hand
 
 
 def test_table_lists_every_joint_and_limit():
