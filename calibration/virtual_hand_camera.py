@@ -65,9 +65,7 @@ class VirtualHandCamera(Camera):
     ) -> None:
         self._ground_truth = ground_truth
         self.board = board or BoardSpec.parse(DEFAULT_MARKER)
-        self._model = hand_scene_with_board(
-            self.board, link, T_link_board, hand_mjcf=profile.mjcf, mount=profile.mount
-        )
+        self._model = hand_scene_with_board(self.board, link, T_link_board, hand_mjcf=profile.mjcf, mount=profile.mount)
         # No shadow map and no multisampling: a frame costs a third of the CPU on a software renderer (the virtual
         # hand shares it in real time), and the edge-fitted marker corners come out as accurate.
         self._model.vis.quality.shadowsize = 0
