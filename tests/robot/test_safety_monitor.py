@@ -137,8 +137,10 @@ def test_overcurrent_after_consecutive_readings_over_the_tolerance(monitor: Stat
     assert monitor.check(high) == [] and monitor.check(_state()) == []  # a calm reading starts the count anew
     assert monitor.check(high) == [] and monitor.check(high) == []
     assert _only(monitor.check(high), OVERCURRENT).joint == 2
+    assert _only(monitor.check(high), OVERCURRENT).joint == 2  # and on every reading after, while it lasts
     at_tolerance = np.zeros(N)
     at_tolerance[2] = CURRENT_LIMIT_MA[2] * (1 + CURRENT_TOLERANCE)
+    monitor.reset()
     for _ in range(READINGS + 2):
         assert monitor.check(_state(current_ma=at_tolerance)) == []
 
