@@ -6,6 +6,7 @@ product's MonitorConfig or limits fails these tests.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -243,6 +244,12 @@ def test_reset_forgets_the_counters(monitor: StateMonitor) -> None:
     assert monitor.check(fast) == [] and monitor.check(fast) == []
 
 
+def test_a_fault_record_cannot_be_changed_after_the_fact() -> None:
+    fault = Fault(STALL, 1, "index_pip", 350.0, 350.0, "stalled")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fault.value = 0.0  # type: ignore[misc]  # the safe-stop record and the log hold this very object
+
+
 def test_which_kinds_are_severe() -> None:
     assert {OVERTEMPERATURE, HARDWARE_ERROR, STALL, COMMS, BAD_READING} == SEVERE_KINDS
     for kind in (OVERSPEED, OVERCURRENT, LOOP_STALLED, NON_FINITE_ACTION, OPERATOR_STOP):
@@ -289,3 +296,17 @@ def test_the_bus_drivers_stall_detector_applies_the_monitors_rule() -> None:
         for time_s in (0.0, 1.0):
             stalled = detector.update(time_s, np.zeros(n), np.zeros(n), pushing, goal)
         assert (0 in stalled) is stalls, error_rad
+
+
+def test_the_drivers_stall_detector_needs_the_stall_current_stays_on_and_forgets_a_limp_hand() -> None:
+    profile = load_profile()
+    detector = DynamixelBus(profile, "unused").stall_detector
+    n, limit = len(profile.joints), detector.current_limit_ma
+    goal = np.zeros(n)
+    goal[3] = 1.0  # far from the goal, not moving
+    for current, stalls in ((0.89 * limit, False), (0.9 * limit, True)):
+        detector.reset()
+        found = [detector.update(t, np.zeros(n), np.zeros(n), current, goal).tolist() for t in (0.0, 1.0, 1.5)]
+        assert found == ([[], [3], [3]] if stalls else [[], [], []]), current[3]  # and on every reading after
+    assert detector.update(2.0, np.zeros(n), np.zeros(n), 0.9 * limit, None).size == 0  # torque off: limp
+    assert detector.update(2.5, np.zeros(n), np.zeros(n), 0.9 * limit, goal).size == 0  # the clock starts again
