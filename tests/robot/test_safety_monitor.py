@@ -310,3 +310,7 @@ def test_the_drivers_stall_detector_needs_the_stall_current_stays_on_and_forgets
         assert found == ([[], [3], [3]] if stalls else [[], [], []]), current[3]  # and on every reading after
     assert detector.update(2.0, np.zeros(n), np.zeros(n), 0.9 * limit, None).size == 0  # torque off: limp
     assert detector.update(2.5, np.zeros(n), np.zeros(n), 0.9 * limit, goal).size == 0  # the clock starts again
+    for speed in (detector.max_speed_rad_s, -0.3):  # pushing but moving (not slower than 0.05 rad/s): no stall
+        detector.reset()
+        moving = np.full(n, speed)
+        assert [detector.update(t, np.zeros(n), moving, limit, goal).size for t in (0.0, 1.0, 2.0)] == [0, 0, 0]
