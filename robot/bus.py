@@ -65,9 +65,6 @@ BUS_WATCHDOG_UNIT_MS = 20
 # lost one is asked for this many more times (see DynamixelBus._setup_patience).
 SETUP_TIMEOUT_MS = 100.0
 SETUP_RETRIES = 3
-
-logger = logging.getLogger(__name__)
-_Reply = TypeVar("_Reply", bound=tuple[Any, ...])
 BUS_WATCHDOG_TRIPPED = -1  # what Bus Watchdog(98) reads after it fired (e-manual)
 RETURN_DELAY_UNIT_US = 2
 # The state block each servo maps to Indirect Data through Indirect Address (one contiguous read).
@@ -80,6 +77,9 @@ STATE_REGISTERS = (
     # -1 once the servo's bus watchdog fired: it then ignores every goal, so the host must know at once.
     "Bus Watchdog",
 )
+
+logger = logging.getLogger(__name__)
+_Reply = TypeVar("_Reply", bound=tuple[Any, ...])
 
 
 def decode_hardware_error(status: int) -> tuple[str, ...]:
@@ -412,22 +412,12 @@ class DynamixelBus:
         self.write_register(motor_id, "Bus Watchdog", max(1, servo.bus_watchdog_ms // BUS_WATCHDOG_UNIT_MS))
 
     def _write_indirect_addresses(self, motor_id: int) -> None:
-        first = self.table.register("Indirect Address 1")
         slot = 0
         for name in STATE_REGISTERS:
             register = self.table.register(name)
             for byte in range(register.size):
-                address_register = first.address + 2 * slot
-                what = f"writing Indirect Address {slot + 1}"
-                result, error = self._with_retries(
-                    what,
-                    lambda a=address_register, v=register.address + byte: self._packets.write2ByteTxRx(
-                        self._require_port(), motor_id, a, v
-                    ),
-                    0,
-                )
-                self._raise_for(motor_id, result, error, what)
                 slot += 1
+                self.write_register(motor_id, f"Indirect Address {slot}", register.address + byte)
 
     def _build_groups(self) -> None:
         port = self._require_port()
