@@ -6,7 +6,8 @@ Two modes:
   sent last tick *after* the safety filter (``TargetFilter.last_target_rad``). By default ``max_delta_rad``
   is ``max_speed_rad_s * control_period_s`` from :class:`~handrail.robot.safety_limits.SafetyLimits`, so a
   saturated action asks for exactly the speed limit.
-- ``absolute``: ``target = low + (action + 1) / 2 * (high - low)`` over the soft limits.
+- ``absolute``: ``target = low + (action + 1) / 2 * (high - low)``: over the soft limits, or (``around``) a
+  pose ± a range, as MuJoCo Playground's LEAP rotate-z maps its actions (its default pose ± 0.6 rad).
 
 Actions are clipped to [-1, 1]; a non-finite entry (NaN, ±inf) passes through unchanged so that the target
 becomes non-finite and the safety filter rejects and counts it. No limit is enforced here: the targets go
@@ -139,6 +140,19 @@ class ActionMap:
     def absolute(cls, joint_names: Sequence[str], limits: SafetyLimits) -> ActionMap:
         """Absolute map over the soft limits."""
         return cls(tuple(joint_names), ABSOLUTE, low_rad=limits.soft_low_rad, high_rad=limits.soft_high_rad)
+
+    @classmethod
+    def around(cls, joint_names: Sequence[str], centre_rad: ArrayLike, half_range_rad: float | ArrayLike) -> ActionMap:
+        """Absolute map ``centre ± half_range``: action 0 is the centre pose (e.g. a task's start pose).
+
+        The range may reach past the soft limits: the safety filter clamps every target to them, so an action
+        means the same on every hand whatever its limits.
+        """
+        centre = _joint_array(centre_rad, len(tuple(joint_names)), "centre_rad")
+        half = np.broadcast_to(np.asarray(half_range_rad, dtype=np.float64), centre.shape)
+        if not bool(np.all(np.isfinite(half) & (half > 0))):
+            raise ActionSpecError(f"action map half range {half_range_rad!r} must be finite and > 0 [rad]")
+        return cls(tuple(joint_names), ABSOLUTE, low_rad=centre - half, high_rad=centre + half)
 
     @classmethod
     def from_profile(cls, profile: HandProfile, mode: str = RELATIVE) -> ActionMap:

@@ -39,6 +39,7 @@ observation is returned in :attr:`StepResult.terminal_obs`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +196,8 @@ class BatchHandEnv:
         object_pose: bool = True,
         privileged: bool = False,
         safety_monitor: bool = True,
+        action_range_rad: float = 0.0,
+        action_map: ActionMap | None = None,
     ):
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise EnvError(f"n_envs = {n_envs!r} must be a positive integer")
@@ -244,7 +247,7 @@ class BatchHandEnv:
 
         self.safety_limits = SafetyLimits.from_profile(self.profile)
         self.start_pose_rad = self._start_pose(self.task.name)
-        self.action_map = ActionMap.relative(self.profile.joint_names, self.safety_limits, self.control_period_s)
+        self.action_map = self._action_map(action_map, action_range_rad)
         self.target_filter = BatchTargetFilter(self.safety_limits, self.control_period_s, n_envs)
         self.observation_spec = default_spec(
             self.n_joints, history, self.task.task_size(self.n_joints), object_pose=object_pose
@@ -310,6 +313,20 @@ class BatchHandEnv:
             return home
         pose = np.array([start[joint.mjcf_joint] for joint in self.profile.joints])
         return np.clip(pose, self.safety_limits.soft_low_rad, self.safety_limits.soft_high_rad)
+
+    def _action_map(self, given: ActionMap | None, range_rad: float) -> ActionMap:
+        """``given`` (a policy's own map, checked against the hand's joints), else the map the range asks for:
+        0 = relative at the speed limit, > 0 = absolute around the start pose."""
+        names = self.profile.joint_names
+        if given is not None:
+            if tuple(given.joint_names) != tuple(names):
+                raise EnvError(f"the action map drives {list(given.joint_names)}, the hand has {list(names)}")
+            return given
+        if not (math.isfinite(range_rad) and range_rad >= 0):
+            raise EnvError(f"action_range_rad = {range_rad!r}: give 0 (relative actions) or a range > 0 [rad]")
+        if range_rad == 0:
+            return ActionMap.relative(names, self.safety_limits, self.control_period_s)
+        return ActionMap.around(names, self.start_pose_rad, range_rad)
 
     def _allocate_state(self) -> None:
         n_envs, n = self.n_envs, self.n_joints

@@ -34,6 +34,7 @@ from handrail.errors import HandrailError
 
 if TYPE_CHECKING:
     from handrail.robot.profile import HandProfile
+    from handrail.sim.actions import ActionMap
     from handrail.sim.sim_settings import SimSettings
 
 CHECKPOINT_FORMAT = "handrail-checkpoint"
@@ -213,13 +214,15 @@ def untrained_checkpoint(
     training: dict[str, Any] | None = None,
     sim: SimSettings | None = None,
     object_pose: bool = True,
+    action_map: ActionMap | None = None,
 ) -> Checkpoint:
     """A rotate-z checkpoint with random weights for ``profile``, its info as ``handrail train`` writes it.
 
     For tests and benchmarks of export and deployment without training. ``output_scale`` shrinks the last
     layer (a gentle policy that moves the hand little); ``normalizer`` gives a mean and variance far from
     the identity (so that a graph without normalization shows), else zeros and ones. ``sim``: the simulator
-    settings it claims (its control rate is the policy's); ``object_pose=False``: the proprioceptive layout.
+    settings it claims (its control rate is the policy's); ``object_pose=False``: the proprioceptive layout;
+    ``action_map``: its own (default: the relative map at the speed limit).
     """
     from handrail.robot.safety_limits import SafetyLimits
     from handrail.sim.actions import ActionMap
@@ -227,7 +230,8 @@ def untrained_checkpoint(
 
     limits = SafetyLimits.from_profile(profile)
     period_s = sim.control_period_s if sim is not None else profile.control_period_s
-    action_map = ActionMap.relative(profile.joint_names, limits, period_s)
+    if action_map is None:
+        action_map = ActionMap.relative(profile.joint_names, limits, period_s)
     spec = default_spec(len(profile.joints), history, ROTATE_Z_TASK_SIZE, object_pose=object_pose)
     rng = np.random.default_rng(seed)
     widths = (spec.n_obs, *hidden, action_map.n_joints)

@@ -29,6 +29,7 @@ from handrail.deploy.policy_file import PolicyMetadata, metadata_from_checkpoint
 from handrail.deploy.policy_match import PolicyMismatchError, check_policy_matches
 from handrail.errors import HandrailError
 from handrail.robot.profile import HandProfile, load_profile
+from handrail.sim.actions import ActionMap
 from handrail.sim.batch_env import BatchHandEnv
 from handrail.sim.observation import ObservationSpec, uses_object_pose
 from handrail.sim.sim_settings import SimSettings
@@ -55,6 +56,8 @@ class PolicyUnderTest:
     object_pose: bool = True  # whether its observation has the object pose fields
     # Its facts as a policy file carries them (the hand, joints, limits): checked against the hand evaluated on.
     metadata: PolicyMetadata | None = None
+    # How its actions become joint targets (its own map, relative or absolute); None: the hand's relative map.
+    action_map: ActionMap | None = None
 
 
 def load_policy(path: str | Path) -> PolicyUnderTest:
@@ -76,6 +79,7 @@ def load_policy(path: str | Path) -> PolicyUnderTest:
         sim=SimSettings.from_dict(info["sim"]) if info.get("sim") else None,
         object_pose=uses_object_pose(ObservationSpec.from_dict(info["observation_spec"])),
         metadata=metadata_from_checkpoint_info(info, f"checkpoint {path}"),
+        action_map=ActionMap.from_dict(info["action_spec"]),
     )
 
 
@@ -103,6 +107,7 @@ def _onnx_policy(path: Path) -> PolicyUnderTest:
         sim=SimSettings.from_dict(metadata.sim) if metadata.sim else None,
         object_pose=uses_object_pose(metadata.observation),
         metadata=metadata,
+        action_map=metadata.action_map,
     )
 
 
@@ -239,6 +244,7 @@ def evaluate(
         sim=sim,
         object_pose=object_pose,
         profile=profile,
+        action_map=policy.action_map if isinstance(policy, PolicyUnderTest) else None,
     )
     if isinstance(policy, PolicyUnderTest) and policy.n_obs != env.observation_spec.n_obs:
         raise EvalError(

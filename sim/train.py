@@ -170,6 +170,7 @@ class Trainer:
             sim=sim,
             object_pose=hyper.object_pose,
             privileged=hyper.asymmetric,
+            action_range_rad=hyper.action_range_rad,
         )
         self.info = policy_info(self.core, config.seed)
         venv = HandVecEnv(self.core)

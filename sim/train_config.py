@@ -54,6 +54,9 @@ class Hyperparameters:
     critic_hidden: tuple[int, ...] = ()
     # Whether the actor sees the object pose (a camera on the hand) or only proprioception.
     object_pose: bool = True
+    # The action map: 0 = relative (last target + action x the speed limit's step); > 0 = absolute, the task's
+    # start pose ± this much [rad] (MuJoCo Playground's LEAP rotate-z: default pose + 0.6 x action).
+    action_range_rad: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:

@@ -341,3 +341,26 @@ def test_cli_demo_whose_virtual_hand_never_started_fails_with_one_error(monkeypa
     captured = capsys.readouterr()
     assert "handrail: error: the demo did not run: the hand did not start: bus /dev/pts/9" in captured.err
     assert "None" not in captured.out + captured.err and "rotation" not in captured.out
+
+
+def test_a_policy_with_an_absolute_action_map_drives_the_hand_to_its_pose(profile, tmp_path) -> None:
+    """The loop maps actions with the policy's own map: action 0 of a map around a pose is that pose (with the
+    relative map it would hold the start)."""
+    from handrail.sim.actions import ActionMap
+    from handrail.sim.checkpoint import save_checkpoint, untrained_checkpoint
+    from handrail.sim.export import export_policy
+
+    home = np.array([joint.home_rad for joint in profile.joints])
+    centre = home.copy()
+    centre[[1, 5, 9]] += 0.25  # the index, middle and ring MCPs bend further (inside their soft limits)
+    around = ActionMap.around(profile.joint_names, centre, 0.6)
+    checkpoint = save_checkpoint(untrained_checkpoint(profile, action_map=around), tmp_path / "c.pt")
+    policy = export_policy(checkpoint, tmp_path / "p.onnx", parity_samples=20).path
+    hold = _constant_policy(policy, tmp_path / "zero.onnx", 0.0)
+    with VirtualHandProcess(reality_seed=2) as vhand:
+        outcome = _deploy(hold, profile, vhand, tmp_path, seconds=1.5)
+    assert outcome.result.exit_code == 0, outcome.result.stop_reason
+    log = read_rollout_log(outcome.log_path)
+    np.testing.assert_allclose(log.target_rad[-1], centre, rtol=0, atol=1e-6)
+    assert np.abs(log.position_rad[-1][[1, 5, 9]] - centre[[1, 5, 9]]).max() < 0.1
+    assert np.abs(log.position_rad[0][[1, 5, 9]] - centre[[1, 5, 9]]).min() > 0.15  # it moved there

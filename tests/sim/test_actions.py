@@ -53,6 +53,27 @@ def test_absolute_action_spans_the_soft_limits():
     np.testing.assert_allclose(action_map(np.full(N, 3.0)), LIMITS.soft_high_rad)  # clipped
 
 
+def test_an_absolute_map_around_a_pose_puts_action_zero_on_it():
+    centre = _home() + 0.05
+    action_map = ActionMap.around(NAMES, centre, 0.6)
+    assert action_map.mode == ABSOLUTE
+    np.testing.assert_allclose(action_map(np.zeros(N)), centre, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(action_map(np.ones(N)), centre + 0.6, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(action_map(-np.full(N, 7.0)), centre - 0.6, rtol=0, atol=1e-12)  # clipped
+    np.testing.assert_allclose(action_map(np.full(N, 0.5)), centre + 0.3, rtol=0, atol=1e-12)
+    per_joint = ActionMap.around(NAMES, centre, np.linspace(0.1, 0.8, N))
+    np.testing.assert_allclose(per_joint(np.ones(N)) - centre, np.linspace(0.1, 0.8, N), rtol=0, atol=1e-12)
+    assert ActionMap.from_json(action_map.to_json()).diff(action_map) == []
+
+
+@pytest.mark.parametrize("half_range", [0.0, -0.6, np.nan, np.inf])
+def test_an_absolute_map_around_a_pose_needs_a_positive_range(half_range):
+    with pytest.raises(ActionSpecError, match="half range"):
+        ActionMap.around(NAMES, _home(), half_range)
+    with pytest.raises(ActionSpecError, match="centre_rad"):
+        ActionMap.around(NAMES, _home()[:-1], 0.6)
+
+
 @pytest.mark.parametrize("mode", [RELATIVE, ABSOLUTE])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_actions_pass_through_for_the_filter_to_reject(mode, bad):

@@ -3,8 +3,10 @@ tests/robot/test_safety_filter.py);
 latency, backlash, auto-reset and an unstable simulation behave as documented; hands are independent."""
 
 import numpy as np
+import pytest
 
-from handrail.sim.batch_env import BatchHandEnv
+from handrail.sim.actions import ABSOLUTE, RELATIVE, ActionMap
+from handrail.sim.batch_env import BatchHandEnv, EnvError
 from handrail.sim.observation import BatchObservationBuilder, ObjectPoseEstimate, ObservationBuilder, default_spec
 from handrail.sim.randomization import NonNegativeRange, nominal_randomization
 from handrail.sim.tasks import POSE, ROTATE_Z
@@ -114,3 +116,29 @@ def test_same_seed_same_batch_and_hands_differ() -> None:
     first, second = run(), run()
     np.testing.assert_array_equal(first, second)
     assert not np.array_equal(first[:, 0], first[:, 1])
+
+
+def test_an_action_range_maps_actions_around_the_start_pose() -> None:
+    env = BatchHandEnv(ROTATE_Z, 2, dr=False, seed=0, nthread=1, action_range_rad=0.6)
+    assert env.action_map.mode == ABSOLUTE
+    limits = env.safety_limits
+    env.reset()
+    actions = np.stack([np.zeros(env.n_joints), np.ones(env.n_joints)])
+    for _ in range(20):  # 1 s: every joint's target reaches its goal at the speed limit
+        env.step(actions)
+    np.testing.assert_allclose(env.target_filter.target_rad[0], env.start_pose_rad, rtol=0, atol=1e-9)
+    wanted = np.clip(env.start_pose_rad + 0.6, limits.soft_low_rad, limits.soft_high_rad)
+    # (within the tracking window: a finger the cube blocks keeps its target near where it is)
+    np.testing.assert_allclose(env.target_filter.target_rad[1], wanted, rtol=0, atol=0.01)
+    assert BatchHandEnv(ROTATE_Z, 1, dr=False, seed=0, nthread=1).action_map.mode == RELATIVE
+
+
+def test_a_bad_action_range_or_a_map_for_other_joints_is_refused() -> None:
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(EnvError, match="action_range_rad"):
+            BatchHandEnv(ROTATE_Z, 1, dr=False, seed=0, nthread=1, action_range_rad=bad)
+    env = BatchHandEnv(ROTATE_Z, 1, dr=False, seed=0, nthread=1)
+    names = list(reversed(env.profile.joint_names))
+    other_order = ActionMap.around(names, env.start_pose_rad, 0.6)
+    with pytest.raises(EnvError, match="the action map drives"):
+        BatchHandEnv(ROTATE_Z, 1, dr=False, seed=0, nthread=1, action_map=other_order)

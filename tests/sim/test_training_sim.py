@@ -6,6 +6,7 @@ Bounds are written out here, not read from the product's defaults.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import mujoco
@@ -15,7 +16,8 @@ import pytest
 from handrail.deploy.policy_file import read_policy
 from handrail.robot.profile import load_profile
 from handrail.robot.safety_monitor import STALL
-from handrail.sim.batch_env import BatchHandEnv
+from handrail.sim.actions import ActionMap
+from handrail.sim.batch_env import BatchHandEnv, EnvError
 from handrail.sim.checkpoint import save_checkpoint, untrained_checkpoint
 from handrail.sim.evaluate import evaluate, load_policy
 from handrail.sim.export import export_policy
@@ -150,3 +152,18 @@ def test_eval_reports_how_often_the_monitor_would_stop_the_hand_and_when_the_cub
     assert report.episode_s == pytest.approx(3.0)
     assert abs(report.mean_angular_velocity_rad_s) <= abs(report.mean_rotation_rad) / 3.0 + 1e-9
     assert "safety monitor would stop the hand: 100.0% of episodes (stall 4)" in report.format()
+
+
+def test_eval_maps_actions_with_the_policys_own_map(tmp_path: Path) -> None:
+    profile = load_profile()
+    home = np.array([joint.home_rad for joint in profile.joints])
+    around = ActionMap.around(profile.joint_names, home, 0.6)
+    checkpoint = untrained_checkpoint(profile, object_pose=False, output_scale=0.0, action_map=around)
+    saved = save_checkpoint(checkpoint, tmp_path / "c.pt")
+    policy = export_policy(saved, tmp_path / "p.onnx", parity_samples=20).path
+    for loaded in (load_policy(policy), load_policy(saved)):
+        assert loaded.action_map is not None and loaded.action_map.diff(around) == []
+    assert evaluate(load_policy(policy), episodes=1, episode_steps=5, dr=False).episodes == 1
+    reversed_map = ActionMap.around(tuple(reversed(profile.joint_names)), home, 0.6)
+    with pytest.raises(EnvError, match="the action map drives"):
+        evaluate(replace(load_policy(policy), metadata=None, action_map=reversed_map), episodes=1, episode_steps=5)
