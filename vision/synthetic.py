@@ -56,6 +56,9 @@ CUBE_FACE_GEOM_PREFIX = "cube_face_"
 CUBE_MARKER_MATERIAL_PREFIX = "cube_marker_"
 FLOOR_MATERIAL = "floor"
 KEY_LIGHT, FILL_LIGHT = "key", "fill"
+# Materials whose brightness each sample jitters: these first (in this order, so a seed renders the bundled
+# scene as it always has), then every other material of the hand's MJCF, whatever its names (Menagerie's LEAP
+# hand: "black", "white") — all but the floor and the cube's markers, which get their own draws.
 HAND_AND_STAND_MATERIALS = ("stand", "servo", "bracket", "palm_plate", "tip", "cube_body")
 
 
@@ -115,7 +118,7 @@ class SyntheticRenderer:
         self._marker_material_ids = [
             i for i in range(model.nmat) if model.mat(i).name.startswith(CUBE_MARKER_MATERIAL_PREFIX)
         ]
-        self._material_ids = [model.mat(name).id for name in HAND_AND_STAND_MATERIALS]
+        self._material_ids = self._jittered_materials(model)
         self._floor_material_id = model.mat(FLOOR_MATERIAL).id
         self._key_light_id, self._fill_light_id = model.light(KEY_LIGHT).id, model.light(FILL_LIGHT).id
         self._nominal = {
@@ -257,6 +260,13 @@ class SyntheticRenderer:
         for material_id in self._material_ids:
             rgb = nominal["mat_rgba"][material_id, :3] * rng.uniform(*ranges.material_brightness)
             model.mat_rgba[material_id, :3] = np.clip(rgb, 0.0, 1.0)
+
+    def _jittered_materials(self, model: mujoco.MjModel) -> list[int]:
+        names = [model.mat(i).name for i in range(model.nmat)]
+        first = [names.index(name) for name in HAND_AND_STAND_MATERIALS if name in names]
+        own = {FLOOR_MATERIAL, *HAND_AND_STAND_MATERIALS}
+        rest = [i for i, name in enumerate(names) if name not in own and i not in self._marker_material_ids]
+        return first + rest
 
     def _render_rgb(self, renderer: mujoco.Renderer, T_world_crop: np.ndarray) -> np.ndarray:
         # mjv_updateScene lays the infinite floor out around the scene's camera *as it was*, i.e. the one set

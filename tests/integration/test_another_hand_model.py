@@ -50,6 +50,9 @@ def write_other_hand(folder: Path) -> Path:
     text = re.sub(r'<joint name="(\w+)"', rf'<joint name="{PREFIX}\1"', text)
     text = re.sub(r'<position name="(\w+)" joint="(\w+)"', rf'<position name="{PREFIX}\1" joint="{PREFIX}\2"', text)
     text = re.sub(r'<site name="\w+_tip"[^>]*/>', "", text)
+    text = re.sub(
+        r'material(?: name)?="(servo|bracket|palm_plate|tip)"', lambda m: m[0].replace(m[1], "hx_" + m[1]), text
+    )
     text = re.sub(r'fromto="(?P<x0>[\d.]+) 0 0 (?P<x1>[\d.]+) 0 0" size="(?P<r>[\d.]+)"', _boxes, text)
     text = text.replace('<body name="palm" childclass="leap">', f'<body name="palm" childclass="leap" {PALM_POSE}>')
     # Joints without the servo's mechanics (Menagerie: armature 0, frictionloss 0.001).
@@ -104,6 +107,7 @@ def test_the_model_really_differs_from_the_bundled_one(other_hand: Path) -> None
     actuator = model.actuator(f"{PREFIX}if_mcp_act")
     assert actuator.gainprm[0] == pytest.approx(1.2) and not actuator.forcelimited
     assert model.dof_armature.max() == 0.0 and model.dof_frictionloss.max() == pytest.approx(0.001)
+    assert mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_MATERIAL, "servo") < 0  # its materials have other names
 
 
 def test_the_scene_gives_each_joint_its_servos_mechanics_and_keeps_the_stand_off_the_hand(other_hand: Path) -> None:
@@ -179,6 +183,9 @@ def test_render_emulate_and_check_on_the_other_hand(other_hand: Path, tmp_path: 
     result = _handrail("check", "--profile", str(other_hand), "--seconds", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED" in result.stdout
+    # Randomized renders for the pose model: the hand's own materials (other names than ours) are jittered too.
+    result = _handrail("vision", "render", "--profile", str(other_hand), "--n", "2", "--out", str(tmp_path / "vis"))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_train_export_eval_and_deploy_on_the_other_hand(other_hand: Path, tmp_path: Path) -> None:
