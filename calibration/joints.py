@@ -97,7 +97,11 @@ class JointsCalibrationResult:
             profile=self.profile,
             created=now_iso(),
             joints={
-                joint.joint: JointCalibrationEntry(zero_offset_rad=joint.zero_offset_rad, direction=joint.direction)
+                joint.joint: JointCalibrationEntry(
+                    zero_offset_rad=joint.zero_offset_rad,
+                    direction=joint.direction,
+                    direction_check=joint.direction_check,
+                )
                 for joint in self.joints
             },
         )

@@ -10,6 +10,10 @@ Format (``kind = "joints"``; the fields the profile loader accepts, nothing else
     [joints.index_pip]
     zero_offset_rad = 0.0123               # joint_rad = direction * motor_rad / gear - zero_offset_rad
     direction = 1
+    direction_check = "confirmed"          # how the stops checked the sign: confirmed, wrong, unverified
+
+The profile loader refuses a zero offset beyond ±0.25 rad (more than the stops measurement allows) and a
+direction that differs from the profile's unless ``direction_check = "wrong"`` says the stops showed it.
 
 How each value was measured (contacts, span errors, the direction check) is not part of the overlay; the
 ``calibrate joints`` command prints it and can write it as a JSON report beside the file.
@@ -30,12 +34,13 @@ JOINTS_SCHEMA_VERSION = 1
 
 
 class JointCalibrationEntry(BaseModel):
-    """One joint's calibrated zero offset [rad] and direction (+1/-1)."""
+    """One joint's calibrated zero offset [rad], direction (+1/-1) and how the stops checked that sign."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     zero_offset_rad: float
     direction: Literal[1, -1]
+    direction_check: Literal["confirmed", "wrong", "unverified"] | None = None
 
     @field_validator("zero_offset_rad")
     @classmethod
@@ -66,7 +71,7 @@ class JointsCalibration(BaseModel):
 
 def write_joints_calibration(path: Path, calibration: JointsCalibration) -> Path:
     """Write the overlay atomically: a reader (or a crash) sees the previous file or this one, never a part."""
-    return atomic_write_text(Path(path), to_toml(calibration.model_dump()))
+    return atomic_write_text(Path(path), to_toml(calibration.model_dump(exclude_none=True)))
 
 
 def read_joints_calibration(path: Path) -> JointsCalibration:

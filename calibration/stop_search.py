@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from handrail.calibration.errors import CalibrationError
 from handrail.calibration.joint_plan import StopPhase, StopPlan
-from handrail.robot.profile import HandProfile
+from handrail.robot.profile import MAX_ZERO_OFFSET_RAD, HandProfile
 from handrail.robot.safe_robot import Robot
 
 LOG = logging.getLogger("handrail.calibration")
@@ -42,7 +42,8 @@ class JointCalibrationConfig:
     bus_timeout_ms: float = 50.0  # status-packet timeout while calibrating (at least the profile's)
     pose_tolerance_rad: float = 0.06
     limit_margin_rad: float = 0.3  # how far past the widest stop the calibration soft limits reach
-    max_offset_rad: float = 0.25  # larger encoder offsets are implausible (the direction test relies on it)
+    # Larger encoder offsets are implausible (the direction test relies on it); the profile loader refuses them.
+    max_offset_rad: float = MAX_ZERO_OFFSET_RAD
     # Measured minus MJCF stop-to-stop span: gear play and stop compliance only ever add to it (up to ~1 deg);
     # a span short by more than the lower bound means the joint was blocked before a stop.
     span_excess_bounds_rad: tuple[float, float] = (-0.01, 0.04)

@@ -24,9 +24,17 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from handrail.robot.errors import ProfileError
 from handrail.toml_file import read_toml
@@ -63,8 +71,36 @@ _FIELD_FIXES = {
 }
 
 
+def _is_number(value: object) -> bool:
+    """A TOML number: an int or a float, not a bool and not text ("45" is text, however it reads)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _wants_numbers(annotation: object) -> bool:
+    """Whether a field holds numbers (float, int, an optional one, a tuple of them or a numeric Literal)."""
+    if annotation in (float, int):
+        return True
+    arguments = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return all(_is_number(argument) for argument in arguments)
+    return bool(arguments) and all(
+        argument is type(None) or _wants_numbers(argument) for argument in arguments if argument is not Ellipsis
+    )
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Lax validation would read "45" as 45.0 after the tighten-only checks on the raw values let it past.
+        if info.field_name is None or not _wants_numbers(cls.model_fields[info.field_name].annotation):
+            return value
+        items = value if isinstance(value, list | tuple) else [value]
+        if value is None or all(_is_number(item) for item in items):
+            return value
+        raise ValueError(f"{value!r} is not a number — write it without quotes (and not true/false)")
 
 
 class BusSpec(_Frozen):
@@ -262,6 +298,34 @@ class HandProfile(_Frozen):
         return version
 
     @model_validator(mode="after")
+    def _limits_fit_the_servo(self) -> HandProfile:
+        # A limit the servo cannot reach is a typo (or 1e308, which overflowed configure's register arithmetic):
+        # the joint may not be faster than the motor's no-load speed, accelerate beyond what the Profile
+        # Acceleration register holds, or draw more than the stall current.
+        from handrail.robot.motors import MOTORS
+
+        motor = MOTORS.get(self.bus.motor_model)
+        if motor is None:
+            return self  # an unknown model is refused, naming the known ones, when a bus or a virtual hand opens
+        max_accel_raw = 32767  # Profile Acceleration register range 0-32767 (X series)
+        for index, joint in enumerate(self.joints):
+            where = f"joints[{index}] ({joint.name})"
+            speed_limit = motor.no_load_speed_rad_s / joint.gear_ratio
+            accel_limit = max_accel_raw * motor.profile_acceleration_rad_s2_per_lsb / joint.gear_ratio
+            current_limit = motor.stall_current_a * 1000.0
+            for field, value, limit, unit in (
+                ("max_speed_rad_s", joint.max_speed_rad_s, speed_limit, "rad/s, its no-load speed"),
+                ("max_accel_rad_s2", joint.max_accel_rad_s2, accel_limit, "rad/s², its Profile Acceleration range"),
+                ("current_limit_ma", joint.current_limit_ma, current_limit, "mA, its stall current"),
+            ):
+                if not value <= limit:
+                    raise ValueError(
+                        f"{where}: {field} = {value:g} is beyond what a {motor.model_name} can do ({limit:.4g} "
+                        f"{unit}) — check the value and its unit"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _tracking_window_fits_the_speed(self) -> HandProfile:
         # The safety filter can keep speed, acceleration and the tracking window all at once only if a
         # hand that follows its target may lag by two ticks at full speed.
@@ -305,8 +369,15 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
     return read_toml(path, what, ProfileError, missing_hint=f"check the path (bundled: {default_profile_path()})")
 
 
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe_validation_error(path: Path, error: ValidationError, document: Mapping[str, Any]) -> str:
     lines = [f"profile {path} is invalid:"]
+    repeats: dict[tuple[str, str, str], int] = {}
+    keys: list[tuple[str, str, str]] = []
     for problem in error.errors():
         location = problem["loc"]
         field_path = ""
@@ -323,16 +394,44 @@ def _describe_validation_error(path: Path, error: ValidationError, document: Map
         elif problem["type"] == "missing":
             message = "missing — add it"
         got = problem.get("input")
+        # A scalar that was given is worth repeating; a whole table or list (a root or joint check) is not.
         got_text = (
-            f" (got {got!r})"
-            if problem["type"] not in ("missing", "extra_forbidden") and got is not None and location
+            f" (got {_short(got)})"
+            if problem["type"] not in ("missing", "extra_forbidden")
+            and got is not None
+            and location
+            and not isinstance(got, Mapping | list | tuple)
+            and "is not a number" not in message
             else ""
         )
+        if problem["type"] == "too_short" and location == ("joints",) and len(error.errors()) > 1:
+            continue  # every joint failed above; "no joints left" adds nothing
         leaf = str(location[-1]) if location else ""
         fix = _FIELD_FIXES.get(leaf, "")
         fix_text = f" — {fix}" if fix and problem["type"] != "extra_forbidden" else ""
+        # The same problem on many joints (a hand-wide value from [joint_defaults]) is one line.
+        same = (re.sub(r"^joints\[\d+\]", "joints[*]", field_path), message, got_text)
+        if same in repeats:
+            repeats[same] += 1
+            continue
+        repeats[same] = 1
         lines.append(f"  {field_path or '<root>'}{joint_hint}: {message}{got_text}{fix_text}")
+        keys.append(same)
+    for index, key in enumerate(keys):
+        if repeats[key] > 1:
+            lines[index + 1] += f" (and {repeats[key] - 1} more joints: a [joint_defaults] value?)"
     return "\n".join(lines)
+
+
+def _check_numbers(entries: Mapping[str, Any], where: str) -> None:
+    """ProfileError for a joint field that wants a number but holds text or a bool (a quoted "45")."""
+    for field, value in entries.items():
+        spec = JointSpec.model_fields.get(field)
+        if spec is None or not _wants_numbers(spec.annotation):
+            continue
+        items = value if isinstance(value, list | tuple) else [value]
+        if not all(_is_number(item) for item in items):
+            raise ProfileError(f"{where}: {field} = {_short(value)} is not a number — write it without quotes")
 
 
 def _merge_joint_defaults(path: Path, document: dict[str, Any]) -> dict[str, Any]:
@@ -344,10 +443,12 @@ def _merge_joint_defaults(path: Path, document: dict[str, Any]) -> dict[str, Any
     joints = document.get("joints")
     if not isinstance(joints, list):
         raise ProfileError(f"profile {path}: no [[joints]] entries — list every actuated joint in policy order")
+    _check_numbers(defaults, f"profile {path}: [joint_defaults]")
     merged = []
     for index, joint in enumerate(joints):
         if not isinstance(joint, Mapping):
             raise ProfileError(f"profile {path}: joints[{index}] must be a table")
+        _check_numbers(joint, f"profile {path}: joints[{index}] ({joint.get('name', '?')!r})")
         entry = {**defaults, **joint}
         for limit in TIGHTEN_ONLY_LIMITS:
             if limit in joint and limit in defaults:
@@ -451,27 +552,67 @@ def _apply_calibration(profile_doc: dict[str, Any], calibration_path: Path) -> N
     if unknown_top:
         raise ProfileError(f"calibration {calibration_path}: unknown fields {sorted(unknown_top)} — remove them")
     overrides = document.get("joints", {})
+    where = f"calibration {calibration_path}"
+    if not isinstance(overrides, Mapping):
+        raise ProfileError(f"{where}: joints = {_short(overrides)} must be tables, one per joint: [joints.NAME]")
     joints_by_name = {joint.get("name"): joint for joint in profile_doc["joints"]}
-    allowed = {"zero_offset_rad", "direction", *TIGHTEN_ONLY_LIMITS}
     for name, values in overrides.items():
         if name not in joints_by_name:
             raise ProfileError(
-                f"calibration {calibration_path}: joint {name!r} is not in the profile — "
+                f"{where}: joint {name!r} is not in the profile — "
                 f"valid names: {', '.join(str(n) for n in joints_by_name)}"
             )
-        for field, value in values.items():
-            if field not in allowed:
+        if not isinstance(values, Mapping):
+            raise ProfileError(f"{where}: joints.{name} = {_short(values)} must be a table ([joints.{name}])")
+        _overlay_joint(where, name, values, joints_by_name[name])
+
+
+# The largest zero offset a calibration may set [rad]: ``calibrate joints`` measures offsets against the
+# mechanical stops and refuses larger ones (an encoder offset is small; its direction test relies on it).
+MAX_ZERO_OFFSET_RAD = 0.25
+# How ``calibrate joints`` checked a joint's sign against the stops (see handrail.calibration.joints).
+DIRECTION_CHECKS = ("confirmed", "wrong", "unverified")
+OVERLAY_FIELDS = ("zero_offset_rad", "direction", "direction_check", *TIGHTEN_ONLY_LIMITS)
+
+
+def _overlay_joint(where: str, name: str, values: Mapping[str, Any], joint: dict[str, Any]) -> None:
+    """Check one joint's overlay entry and lay it over the profile's ``joint`` (a raw, merged entry)."""
+    for field, value in values.items():
+        if field not in OVERLAY_FIELDS:
+            allowed = ", ".join(sorted(OVERLAY_FIELDS))
+            raise ProfileError(f"{where}: joints.{name}.{field} cannot be calibrated — allowed fields: {allowed}")
+        if field == "direction_check":
+            if value not in DIRECTION_CHECKS:
+                checks = ", ".join(DIRECTION_CHECKS)
+                raise ProfileError(f"{where}: joints.{name}.direction_check = {_short(value)} — give one of {checks}")
+            continue
+        if not _is_number(value) or not math.isfinite(value):
+            raise ProfileError(f"{where}: joints.{name}.{field} = {_short(value)} must be a finite number")
+        current = joint.get(field)
+        if field in TIGHTEN_ONLY_LIMITS:
+            if value <= 0:
+                raise ProfileError(f"{where}: joints.{name}.{field} = {value} must be > 0")
+            if _is_number(current) and value > current:
                 raise ProfileError(
-                    f"calibration {calibration_path}: joints.{name}.{field} cannot be calibrated — "
-                    f"allowed fields: {', '.join(sorted(allowed))}"
-                )
-            current = joints_by_name[name].get(field)
-            if field in TIGHTEN_ONLY_LIMITS and isinstance(current, int | float) and value > current:
-                raise ProfileError(
-                    f"calibration {calibration_path}: joints.{name}.{field} = {value} loosens the profile's {current}"
+                    f"{where}: joints.{name}.{field} = {value} loosens the profile's {current}"
                     " — a calibration may only tighten limits"
                 )
-            joints_by_name[name][field] = value
+    offset = values.get("zero_offset_rad")
+    if offset is not None and abs(offset) > MAX_ZERO_OFFSET_RAD:
+        raise ProfileError(
+            f"{where}: joints.{name}.zero_offset_rad = {offset} is beyond ±{MAX_ZERO_OFFSET_RAD} rad, more than "
+            "`handrail calibrate joints` measures against the stops — recalibrate, or check the servo's horn"
+        )
+    direction = values.get("direction")
+    if direction is not None and direction not in (1, -1):
+        raise ProfileError(f"{where}: joints.{name}.direction = {direction} must be 1 or -1")
+    if direction is not None and direction != joint.get("direction") and values.get("direction_check") != "wrong":
+        raise ProfileError(
+            f"{where}: joints.{name}.direction = {direction} flips the profile's {joint.get('direction')} without "
+            'a measurement (direction_check = "wrong" is what `handrail calibrate joints` writes when the stops '
+            "show the profile's sign is wrong) — recalibrate, or fix the direction in the profile"
+        )
+    joint.update({field: value for field, value in values.items() if field != "direction_check"})
 
 
 def load_profile(

@@ -153,7 +153,7 @@ def test_the_profile_loader_applies_the_overlay(tmp_path, profile):
     calibration = JointsCalibration(
         profile=profile.name,
         created="2025-01-31T12:00:00+00:00",
-        joints={"index_pip": JointCalibrationEntry(zero_offset_rad=0.0123, direction=-1)},
+        joints={"index_pip": JointCalibrationEntry(zero_offset_rad=0.0123, direction=-1, direction_check="wrong")},
     )
     path = write_joints_calibration(tmp_path / "joints.toml", calibration)
     calibrated = load_profile(calibration=path)
@@ -245,6 +245,7 @@ def test_calibrate_joints_recovers_hidden_offsets_and_finds_a_reversed_sign(tmp_
     )
     assert load_profile(reversed_path).joint("index_dip").direction == -1
     assert load_profile(reversed_path, calibration=overlay).joint("index_dip").direction == 1
+    assert 'direction_check = "wrong"' in overlay.read_text()  # the loader accepts a flip only so
 
 
 def test_calibrate_every_joint_of_the_hand(tmp_path, profile):

@@ -114,6 +114,40 @@ BAD_PROFILES = [
         ["middle_mcp", "max_speed_rad_s = 6.0", "only tighten"],
     ),
     ("malformed toml", "[bus]", "[bus", ["not valid TOML"]),
+    # Quoted numbers once got past "tighten only" and were converted afterwards (45 rad/s, 5000 mA).
+    (
+        "quoted hand-wide limit",
+        "max_speed_rad_s = 3.0",
+        'max_speed_rad_s = "45"',
+        ["[joint_defaults]", "max_speed_rad_s = '45' is not a number", "without quotes"],
+    ),
+    (
+        "quoted joint limit",
+        "motor_id = 5\n",
+        'motor_id = 5\ncurrent_limit_ma = "5000"\n',
+        ["joints[5] ('middle_mcp')", "current_limit_ma = '5000' is not a number"],
+    ),
+    ("quoted bus timeout", "timeout_ms = 20.0", 'timeout_ms = "20"', ["bus.timeout_ms", "'20' is not a number"]),
+    ("boolean gain", "position_p_gain = 800", "position_p_gain = true", ["servo.position_p_gain", "not a number"]),
+    # Beyond the servo: 1e308 rad/s² overflowed configure's register arithmetic (a traceback).
+    (
+        "acceleration beyond the servo",
+        "max_accel_rad_s2 = 40.0",
+        "max_accel_rad_s2 = 1e308",
+        ["max_accel_rad_s2 = 1e+308", "beyond what a XC330-M288 can do", "Profile Acceleration"],
+    ),
+    (
+        "speed beyond the servo",
+        "max_speed_rad_s = 3.0",
+        "max_speed_rad_s = 45.0",
+        ["max_speed_rad_s = 45", "no-load speed"],
+    ),
+    (
+        "current beyond the servo",
+        "current_limit_ma = 350.0",
+        "current_limit_ma = 5000.0",
+        ["current_limit_ma = 5000", "stall current"],
+    ),
     (
         "tracking window too small for the speed",
         "max_tracking_error_rad = 0.30",
@@ -131,6 +165,7 @@ def test_each_bad_field_gets_its_own_message(tmp_path, case, old, new, expected)
     message = str(caught.value)
     for fragment in expected:
         assert fragment in message, f"{case}: {fragment!r} missing from:\n{message}"
+    assert len(message) < 1500, f"{case}: the message should name the problem, not dump the document:\n{message}"
 
 
 def test_the_messages_differ_between_cases(tmp_path):
@@ -203,7 +238,8 @@ def _write_calibration(tmp_path: Path, body: str, profile_name: str = "leap_righ
 def test_calibration_overlay_sets_offsets_and_tightens(tmp_path):
     calibration = _write_calibration(
         tmp_path,
-        "[joints.index_pip]\nzero_offset_rad = 0.0123\ndirection = -1\n[joints.thumb_ip]\ncurrent_limit_ma = 200.0\n",
+        '[joints.index_pip]\nzero_offset_rad = 0.0123\ndirection = -1\ndirection_check = "wrong"\n'
+        "[joints.thumb_ip]\ncurrent_limit_ma = 200.0\n",
     )
     plain = load_profile()
     profile = load_profile(calibration=calibration)
@@ -222,6 +258,22 @@ def test_calibration_overlay_sets_offsets_and_tightens(tmp_path):
         ("[joints.index_pip]\nsoft_limits_rad = [0.0, 1.0]\n", {}, "cannot be calibrated"),
         ("", {"profile_name": "allegro"}, "made for profile 'allegro'"),
         ("", {"version": 99}, "schema_version 99 is not supported"),
+        # A zero offset beyond what calibrate joints measures drove index_pip 0.14 rad past its soft limit.
+        ("[joints.index_pip]\nzero_offset_rad = 1.0\n", {}, r"beyond ±0.25 rad"),
+        ("[joints.index_pip]\nzero_offset_rad = -0.26\n", {}, r"beyond ±0.25 rad"),
+        # A flipped direction the stops never showed, or says they confirmed the profile's.
+        ("[joints.index_pip]\ndirection = -1\n", {}, "without a measurement"),
+        ('[joints.index_pip]\ndirection = -1\ndirection_check = "confirmed"\n', {}, "without a measurement"),
+        ('[joints.index_pip]\ndirection_check = "maybe"\n', {}, "give one of confirmed, wrong, unverified"),
+        ("[joints.index_pip]\ndirection = 2\n", {}, "must be 1 or -1"),
+        # Text and tables where numbers belong: named errors, not TypeError/AttributeError.
+        ('[joints.index_pip]\ncurrent_limit_ma = "100000"\n', {}, "current_limit_ma = '100000' must be a finite"),
+        ("[joints.index_pip]\ncurrent_limit_ma = true\n", {}, "must be a finite number"),
+        ("joints = 5\n", {}, r"joints = 5 must be tables"),
+        ("[joints]\nindex_pip = 3\n", {}, r"joints.index_pip = 3 must be a table"),
+        # Negative or NaN limits: the message names the overlay, not the profile.
+        ("[joints.index_pip]\ncurrent_limit_ma = -5.0\n", {}, r"calibration .*current_limit_ma = -5.0 must be > 0"),
+        ("[joints.index_pip]\ncurrent_limit_ma = nan\n", {}, r"calibration .*current_limit_ma = nan must be a finite"),
     ],
 )
 def test_bad_calibration_overlays_are_refused(tmp_path, body, kwargs, expected):
