@@ -28,6 +28,7 @@ from handrail.errors import HandrailError
 from handrail.robot.safety_limits import SafetyLimits
 from handrail.sim.actions import ActionMap
 from handrail.sim.observation import ObservationSpec
+from handrail.sim.tasks import TASK_NAMES
 
 POLICY_METADATA_KEY = "handrail_policy"
 POLICY_SCHEMA_VERSION = 1
@@ -93,13 +94,32 @@ class PolicyMetadata(BaseModel):
             raise ValueError(_schema_message(version))
         return version
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        if task not in TASK_NAMES:
+            raise ValueError(f"task {task!r} is unknown to this handrail (it runs {', '.join(TASK_NAMES)})")
+        return task
+
     @model_validator(mode="after")
     def _one_joint_count(self) -> PolicyMetadata:
-        if self.limits.n_joints != self.action_map.n_joints:
+        limits = self.limits
+        if limits.n_joints != self.action_map.n_joints:
             raise ValueError(
-                f"safety_limits hold {self.limits.n_joints} joints but action_spec names {self.action_map.n_joints} "
+                f"safety_limits hold {limits.n_joints} joints but action_spec names {self.action_map.n_joints} "
                 "— both must describe the same joints in policy order"
             )
+        if self.start_pose_rad is not None:
+            # The loop drives the hand there before the policy starts: it must be a pose the limits allow.
+            start = np.asarray(self.start_pose_rad, dtype=np.float64)
+            if start.shape != (limits.n_joints,):
+                raise ValueError(f"start_pose_rad has {start.size} values for {limits.n_joints} joints")
+            outside = ~((start >= limits.soft_low_rad - 1e-9) & (start <= limits.soft_high_rad + 1e-9))
+            for joint in np.flatnonzero(outside)[:1].tolist():
+                raise ValueError(
+                    f"start_pose_rad of joint {self.joint_names[joint]!r} = {start[joint]} lies outside its soft "
+                    f"limits [{limits.soft_low_rad[joint]}, {limits.soft_high_rad[joint]}] — re-export the policy"
+                )
         return self
 
     @property

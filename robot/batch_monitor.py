@@ -17,10 +17,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from handrail.robot.safety_limits import SafetyLimits
-from handrail.robot.safety_monitor import OVERCURRENT, OVERSPEED, STALL, MonitorConfig
+from handrail.robot.safety_monitor import OVERCURRENT, OVERSPEED, POSITION_LIMIT, STALL, MonitorConfig
 from handrail.robot.stall import advance_stall_timer, pushing
 
-BATCH_FAULT_KINDS = (OVERSPEED, OVERCURRENT, STALL)
+BATCH_FAULT_KINDS = (OVERSPEED, OVERCURRENT, POSITION_LIMIT, STALL)
 
 
 class BatchStateMonitor:
@@ -33,6 +33,7 @@ class BatchStateMonitor:
         n = limits.n_joints
         self._overspeed = np.zeros((n_hands, n), dtype=np.int64)
         self._overcurrent = np.zeros((n_hands, n), dtype=np.int64)
+        self._outside = np.zeros((n_hands, n), dtype=np.int64)
         self._stalled_since_s = np.full((n_hands, n), np.nan)
         # Joints of the last reading that push at the stall current while their target is the stall error away:
         # a stall but for the speed. (A training penalty: a stochastic policy's jitter keeps resetting the stall
@@ -43,12 +44,15 @@ class BatchStateMonitor:
         self._current_limit = limits.current_limit_ma * (1.0 + config.current_tolerance)
         self._stall_current = config.stall_current_fraction * limits.current_limit_ma
         self._stall_error = config.stall_error_fraction * limits.max_tracking_error_rad
+        self._position_low = limits.soft_low_rad - config.position_tolerance_rad
+        self._position_high = limits.soft_high_rad + config.position_tolerance_rad
 
     def reset(self, hands: NDArray[np.intp] | None = None) -> None:
         """Clear the counters of ``hands`` (all when None), as ``StateMonitor.reset`` does for one hand."""
         index = slice(None) if hands is None else hands
         self._overspeed[index] = 0
         self._overcurrent[index] = 0
+        self._outside[index] = 0
         self._stalled_since_s[index] = np.nan
         self.pushing[index] = False
 
@@ -69,6 +73,8 @@ class BatchStateMonitor:
         self._overspeed = np.where(over_speed, self._overspeed + 1, 0)
         over_current = np.abs(current_ma) > self._current_limit
         self._overcurrent = np.where(over_current, self._overcurrent + 1, 0)
+        outside = (position_rad < self._position_low) | (position_rad > self._position_high)
+        self._outside = np.where(outside, self._outside + 1, 0)
         self.pushing = pushing(current_ma, position_rad, target_rad, self._stall_current, self._stall_error)
         stalled = self.pushing & (np.abs(velocity_rad_s) < config.stall_speed_rad_s)
         now_s = np.asarray(timestamp_s, dtype=np.float64)[:, None]
@@ -76,5 +82,6 @@ class BatchStateMonitor:
         return {
             OVERSPEED: (self._overspeed >= config.overspeed_readings).any(axis=1),
             OVERCURRENT: (self._overcurrent >= config.overcurrent_readings).any(axis=1),
+            POSITION_LIMIT: (self._outside >= config.position_readings).any(axis=1),
             STALL: (stalled_for_s >= config.stall_time_s).any(axis=1),
         }

@@ -2,7 +2,8 @@
 
 :class:`StateMonitor` is pure (numpy, no I/O). It turns a :class:`~handrail.robot.bus.HandState` into
 :class:`Fault` records: a joint faster than its limit (with a tolerance, for N consecutive readings), a
-current above its limit, a temperature near its limit, a hardware error, a stall (pushing at the
+current above its limit, a measured position outside the soft limits (with a tolerance, for N readings), a
+temperature near its limit, a hardware error, a stall (pushing at the
 current limit without moving while the target is at the edge of the tracking window), and a reading
 that is not finite. Comms errors and a stalled loop are reported by the :class:`~handrail.robot.safe_robot.Robot`
 that owns the bus, with the same :class:`Fault` record.
@@ -32,6 +33,7 @@ from handrail.robot.stall import (
 OVERSPEED = "overspeed"
 OVERCURRENT = "overcurrent"
 OVERTEMPERATURE = "overtemperature"
+POSITION_LIMIT = "position_limit"
 HARDWARE_ERROR = "hardware_error"
 STALL = "stall"
 BAD_READING = "bad_reading"
@@ -67,6 +69,12 @@ class MonitorConfig:
     overspeed_readings: int = 3  # ... for this many consecutive readings before it is a fault
     current_tolerance: float = 0.15  # the servo caps current at its limit; 15 % above means it does not
     overcurrent_readings: int = 3
+    # The measured position may leave the soft limits by this much [rad] before it is a fault (N readings in a
+    # row): the filter keeps targets inside, but a finger pushed by the object at the current limit overshoots
+    # (up to 0.134 rad measured over 59 virtual-hand demo logs). Beyond it: a wrong zero offset or direction,
+    # or a start pose outside the limits — found driving ring_dip 0.225 rad past its limit with no fault.
+    position_tolerance_rad: float = 0.2
+    position_readings: int = 3
     temperature_margin_c: float = 5.0  # stop this far below the temperature limit (the servo's own cut-off)
     # The stall rule of handrail.robot.stall, which the bus driver's detector applies too.
     stall_current_fraction: float = STALL_CURRENT_FRACTION
@@ -86,6 +94,7 @@ class StateMonitor:
     config: MonitorConfig = field(default_factory=MonitorConfig)
     _overspeed: NDArray[np.int64] = field(init=False)
     _overcurrent: NDArray[np.int64] = field(init=False)
+    _outside: NDArray[np.int64] = field(init=False)
     _stalled_since_s: NDArray[np.float64] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +104,7 @@ class StateMonitor:
         n = len(self.joint_names)
         self._overspeed = np.zeros(n, dtype=np.int64)
         self._overcurrent = np.zeros(n, dtype=np.int64)
+        self._outside = np.zeros(n, dtype=np.int64)
         self._stalled_since_s = np.full(n, np.nan)
 
     def _fault(self, kind: str, joint: int | None, value: float, limit: float, what: str) -> Fault:
@@ -153,6 +163,23 @@ class StateMonitor:
                     current_limit[joint],
                     f"{abs(state.current_ma[joint]):.0f} mA, limit {limits.current_limit_ma[joint]:.0f} mA — the "
                     "servo's own current limit is not holding: check its Current Limit register",
+                )
+            )
+        tolerance = config.position_tolerance_rad
+        low, high = limits.soft_low_rad - tolerance, limits.soft_high_rad + tolerance
+        position = state.position_rad
+        self._outside = np.where((position < low) | (position > high), self._outside + 1, 0)
+        for joint in np.flatnonzero(self._outside >= config.position_readings):
+            faults.append(
+                self._fault(
+                    POSITION_LIMIT,
+                    int(joint),
+                    position[joint],
+                    high[joint] if position[joint] > high[joint] else low[joint],
+                    f"measured at {position[joint]:.3f} rad for {self._outside[joint]} readings, soft limits "
+                    f"[{limits.soft_low_rad[joint]:.3f}, {limits.soft_high_rad[joint]:.3f}] rad (±{tolerance:g} "
+                    "tolerance) — a wrong zero offset or direction (run `handrail calibrate joints`), or the "
+                    "finger was forced there",
                 )
             )
         if target_rad is None:

@@ -4,6 +4,7 @@ missing, `policy info`, and refusing a policy built for another hand with every 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,23 @@ def test_a_file_that_is_not_onnx_or_not_there_is_a_clear_error(tmp_path):
 def test_an_unknown_schema_version_is_refused(policy_file):
     document = {**_document(read_policy_metadata(policy_file)), "schema_version": POLICY_SCHEMA_VERSION + 1}
     with pytest.raises(PolicyFileError, match="schema_version 2 is not supported — this handrail reads version 1"):
+        parse_policy_metadata(document)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        # A start pose of 50 rad drove ring_dip 0.225 rad past its soft limit; NaN skipped the start-up.
+        ({"start_pose_rad": [50.0] * 16}, "start_pose_rad of joint 'index_abd' = 50.0 lies outside its soft limits"),
+        ({"start_pose_rad": [float("nan")] * 16}, "= nan lies outside its soft limits"),
+        ({"start_pose_rad": [0.0] * 15}, "start_pose_rad has 15 values for 16 joints"),
+        # An unknown task passed `policy check` and stopped deploy at its first tick.
+        ({"task": "juggle"}, "task 'juggle' is unknown to this handrail (it runs pose, rotate-z)"),
+    ],
+)
+def test_a_start_pose_outside_the_limits_or_an_unknown_task_is_refused_on_reading(policy_file, change, words):
+    document = {**_document(read_policy_metadata(policy_file)), **change}
+    with pytest.raises(PolicyFileError, match=re.escape(words)):
         parse_policy_metadata(document)
 
 

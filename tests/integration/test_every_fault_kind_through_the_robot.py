@@ -2,7 +2,8 @@
 
 Comms (disconnect, corrupt, delay), a servo's hardware error, the servo's own overheating shutdown, a
 stuck joint and a stalled loop are in test_safety_on_the_virtual_hand.py. Here: overspeed (a servo tuned
-to overshoot), overcurrent (a current limit below what the current sensor resolves), the monitor's own
+to overshoot), a joint measured outside its soft limits, overcurrent (a current limit below what the current
+sensor resolves), the monitor's own
 overtemperature margin (a temperature limit just above the room's), a bad reading, a tripped bus
 watchdog, and an unexpected exception inside the layer. Each asserts the state change, the record,
 what the virtual hand's servos do, and the ``handrail.safety`` log entry. Bounds are the test's own.
@@ -87,6 +88,25 @@ def test_a_servo_tuned_to_overshoot_is_an_overspeed_hold(profile, vhand, tmp_pat
         assert abs(fault.value) > fault.limit and "for 3 readings" in fault.message
         _assert_holding(robot, vhand, caught, "overspeed")
     assert not any(vhand.ground_truth()["torque_enabled"])  # close() ends the hold with torque off
+    assert any(fault.message in record.message for record in _safety_log(caplog))
+
+
+def test_a_joint_measured_outside_its_soft_limits_is_a_position_limit_hold(profile, vhand, tmp_path, caplog) -> None:
+    """The profile's soft limits of index_mcp exclude where the finger lies (0.35 rad, the virtual hand's home):
+    what a wrong zero offset looks like from the host. The filter keeps every target inside the limits, so
+    only the monitor, watching the measured position, can tell."""
+    text = Path(profile.source).read_text().replace('mjcf = "', f'mjcf = "{Path(profile.source).parent}/')
+    block = 'name = "index_mcp"\nmjcf_joint = "if_mcp"\nmjcf_actuator = "if_mcp_act"\nmotor_id = 1\n'
+    old = block + "soft_limits_rad = [-0.25, 2.10]\nhome_rad = 0.35\n"
+    assert text.count(old) == 1
+    (tmp_path / "narrow.toml").write_text(text.replace(old, block + "soft_limits_rad = [0.9, 1.5]\nhome_rad = 1.0\n"))
+    narrow = load_profile(tmp_path / "narrow.toml")
+    with Robot(narrow, vhand.port) as robot:
+        caught = _until_safe_stop(robot, 3.0, lambda elapsed_s: robot.last_state.position_rad)
+        fault = caught.record.fault
+        assert fault.joint_name == "index_mcp" and fault.value < 0.9 - 0.2 and fault.limit == pytest.approx(0.7)
+        assert "calibrate joints" in fault.message
+        _assert_holding(robot, vhand, caught, "position_limit")
     assert any(fault.message in record.message for record in _safety_log(caplog))
 
 

@@ -1,7 +1,7 @@
 """BatchStateMonitor (the safety monitor inside training) equals StateMonitor hand by hand, tick by tick.
 
-Random reading sequences are built to sit near every threshold (speed, current, stall current, stall
-speed, tracking error, stall time), so that counters start, run and reset; each hand's verdict per kind
+Random reading sequences are built to sit near every threshold (speed, current, position, stall current,
+stall speed, tracking error, stall time), so that counters start, run and reset; each hand's verdict per kind
 must be exactly what a StateMonitor fed that hand's readings says.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from handrail.robot.batch_monitor import BATCH_FAULT_KINDS, BatchStateMonitor
 from handrail.robot.bus import HandState
 from handrail.robot.safety_limits import SafetyLimits
-from handrail.robot.safety_monitor import OVERCURRENT, OVERSPEED, STALL, StateMonitor
+from handrail.robot.safety_monitor import OVERCURRENT, OVERSPEED, POSITION_LIMIT, STALL, MonitorConfig, StateMonitor
 
 NAMES = ("index_mcp", "index_pip", "thumb_ip", "thumb_mcp")
 N = len(NAMES)
@@ -43,7 +43,11 @@ def _readings(rng: np.random.Generator, limits: SafetyLimits) -> dict[str, np.nd
     velocity = speed_scale * limits.max_speed_rad_s * rng.choice([-1, 1], shape) + rng.normal(0, 0.02, shape)
     current_scale = np.choose(regime, [0.95, 0.5, 1.1, 1.2])
     current = current_scale * limits.current_limit_ma * rng.uniform(0.97, 1.03, shape)
-    position = rng.uniform(-0.5, 0.5, shape)
+    # Mostly inside the soft limits; some runs around the position fault's thresholds (limit ± tolerance).
+    place = np.repeat(rng.integers(0, 4, (TICKS // 8, HANDS, N)), 8, axis=0)
+    tolerance = MonitorConfig().position_tolerance_rad
+    edge = np.choose(place, [0.0, 0.0, limits.soft_low_rad - tolerance, limits.soft_high_rad + tolerance])
+    position = np.where(place < 2, rng.uniform(-0.5, 0.5, shape), edge + rng.uniform(-0.03, 0.03, shape))
     error = np.choose(regime, [0.9, 0.5, 0.85, 0.1]) * limits.max_tracking_error_rad * rng.uniform(0.9, 1.1, shape)
     target = position + error * rng.choice([-1, 1], shape)
     return {"position": position, "velocity": velocity, "current": current, "target": target}
@@ -86,7 +90,7 @@ def test_batch_monitor_equals_state_monitor_on_random_readings(seed: int) -> Non
                 assert bool(verdict[kind][hand]) == (kind in kinds), (tick, hand, kind)
                 seen[kind] += kind in kinds
     # The readings must have produced every kind (else the comparison proves little).
-    assert all(seen[kind] > 0 for kind in (OVERSPEED, OVERCURRENT, STALL)), seen
+    assert all(seen[kind] > 0 for kind in (OVERSPEED, OVERCURRENT, POSITION_LIMIT, STALL)), seen
 
 
 def test_a_stall_needs_its_full_time_in_the_batch_monitor_too() -> None:

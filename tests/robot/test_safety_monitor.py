@@ -25,6 +25,7 @@ from handrail.robot.safety_monitor import (
     OVERCURRENT,
     OVERSPEED,
     OVERTEMPERATURE,
+    POSITION_LIMIT,
     SEVERE_KINDS,
     STALL,
     Fault,
@@ -43,6 +44,7 @@ SPEED_TOLERANCE = 0.25
 CURRENT_TOLERANCE = 0.15
 READINGS = 3
 TEMPERATURE_MARGIN_C = 5.0
+POSITION_TOLERANCE_RAD = 0.2
 STALL_TIME_S = 1.0
 
 
@@ -85,6 +87,7 @@ def test_documented_defaults_are_at_least_as_strict_as_written_here() -> None:
     assert config.speed_tolerance <= SPEED_TOLERANCE and config.current_tolerance <= CURRENT_TOLERANCE
     assert config.overspeed_readings <= READINGS and config.overcurrent_readings <= READINGS
     assert config.temperature_margin_c >= TEMPERATURE_MARGIN_C and config.stall_time_s <= STALL_TIME_S
+    assert config.position_tolerance_rad <= POSITION_TOLERANCE_RAD and config.position_readings <= READINGS
 
 
 def test_a_calm_reading_is_no_fault(monitor: StateMonitor) -> None:
@@ -122,6 +125,30 @@ def test_overspeed_needs_consecutive_readings_over_the_tolerance(monitor: StateM
     monitor.reset()
     for _ in range(READINGS + 2):
         assert monitor.check(_state(velocity_rad_s=at_tolerance)) == []
+
+
+@pytest.mark.parametrize("side", [-1, 1])
+def test_a_measured_position_past_the_soft_limits_is_a_fault_after_consecutive_readings(
+    monitor: StateMonitor, side: int
+) -> None:
+    """A wrong zero offset or a start pose outside the limits once drove a joint 0.14-0.23 rad past its soft
+    limit with no fault: the filter bounds targets, nothing watched where the joint really was."""
+    edge = (1.5 if side > 0 else -1.0) + side * POSITION_TOLERANCE_RAD
+    position = np.zeros(N)
+    position[2] = edge + side * 0.005
+    outside, inside = _state(position_rad=position), _state()
+    assert monitor.check(outside) == [] and monitor.check(outside) == []
+    assert monitor.check(inside) == []  # a reading back inside starts the count anew
+    assert monitor.check(outside) == [] and monitor.check(outside) == []
+    fault = _only(monitor.check(outside), POSITION_LIMIT)
+    assert fault.joint == 2 and fault.value == position[2] and fault.limit == pytest.approx(edge)
+    assert "thumb_ip" in fault.message and "calibrate joints" in fault.message and not fault.severe
+    assert _only(monitor.check(outside), POSITION_LIMIT)  # it stays a fault
+    at_tolerance = np.zeros(N)
+    at_tolerance[2] = edge - side * 1e-9
+    monitor.reset()
+    for _ in range(READINGS + 2):
+        assert monitor.check(_state(position_rad=at_tolerance)) == []
 
 
 def test_overcurrent_after_consecutive_readings_over_the_tolerance(monitor: StateMonitor) -> None:
