@@ -27,6 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from handrail.calibration.errors import CalibrationFileError
 from handrail.calibration.files import atomic_write_text, read_calibration_file, to_toml
 
 # The profile loader's CALIBRATION_SCHEMA_VERSION: the overlay is the robot stage's contract.
@@ -67,6 +68,19 @@ class JointsCalibration(BaseModel):
         if not joints:
             raise ValueError("no joints — a joints calibration overlays at least one joint")
         return joints
+
+
+def merge_joints_calibration(existing: JointsCalibration, new: JointsCalibration) -> JointsCalibration:
+    """``existing`` with the joints ``new`` calibrated replaced (a run of a few joints keeps the others).
+
+    Raises CalibrationFileError when the two are for different hand profiles.
+    """
+    if existing.profile != new.profile:
+        raise CalibrationFileError(
+            f"the existing calibration is for profile {existing.profile!r}, this run for {new.profile!r} — "
+            "write it to another --out"
+        )
+    return new.model_copy(update={"joints": {**existing.joints, **new.joints}})
 
 
 def write_joints_calibration(path: Path, calibration: JointsCalibration) -> Path:

@@ -11,6 +11,7 @@ go. What the contacts mean is :mod:`~handrail.calibration.joints`' business.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,10 +50,13 @@ class JointCalibrationConfig:
     span_excess_bounds_rad: tuple[float, float] = (-0.01, 0.04)
 
     def __post_init__(self) -> None:
+        # Written so that NaN fails too (NaN <= 0 is false: a NaN current once ran at the profile's 350 mA).
         if not 0.0 < self.speed_scale <= 1.0:
-            raise ValueError(f"speed_scale {self.speed_scale} must be in (0, 1]")
-        if self.current_limit_ma <= 0 or self.lead_rad <= 0 or self.dwell_s <= 0:
-            raise ValueError("current_limit_ma, lead_rad and dwell_s must be positive")
+            raise CalibrationError(f"speed_scale {self.speed_scale} must be in (0, 1]")
+        for name in ("current_limit_ma", "lead_rad", "dwell_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise CalibrationError(f"joint calibration {name} = {value} must be a finite number > 0")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from handrail.cli_deploy import add_deploy_commands
 from handrail.cli_log import add_log_commands
 from handrail.cli_policy import add_policy_commands
 from handrail.cli_train import add_training_commands
+from handrail.cli_types import fraction
 from handrail.cli_vision import add_vision_commands
 from handrail.errors import HandrailError
 
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--profile", default=None, help="profile TOML (default: the bundled LEAP hand)")
     check.add_argument("--calibration", default=None, help="calibration overlay TOML to apply")
     check.add_argument(
-        "--speed-scale", type=float, default=1.0, help="tighten every speed limit by this factor, in (0, 1]"
+        "--speed-scale", type=fraction, default=1.0, help="tighten every speed limit by this factor, in (0, 1]"
     )
     check.add_argument("--seconds", type=float, default=4.0, help="duration of the run")
     check.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand")

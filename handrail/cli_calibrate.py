@@ -13,6 +13,8 @@ import argparse
 import os
 from pathlib import Path
 
+from handrail.cli_types import fraction, positive
+
 _BOARD_HELP = (
     "calibration target: charuco:COLSxROWS:SQUARE_M:MARKER_M:DICT (e.g. charuco:7x5:0.04:0.03:DICT_5X5_100) or "
     "chessboard:COLSxROWS:SQUARE_M with inner corners (e.g. chessboard:9x6:0.025)"
@@ -216,12 +218,33 @@ def _cmd_calibrate_hand_eye(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate_joints(args: argparse.Namespace) -> int:
+    from handrail.calibration.errors import CalibrationError
     from handrail.calibration.files import atomic_write_text
     from handrail.calibration.joints import JointCalibrationConfig, calibrate_joints
-    from handrail.calibration.joints_file import write_joints_calibration
+    from handrail.calibration.joints_file import (
+        merge_joints_calibration,
+        read_joints_calibration,
+        write_joints_calibration,
+    )
     from handrail.robot.profile import load_profile
 
     profile = load_profile(args.profile)
+    # A run of some joints merges into the hand's existing file instead of replacing its 16 joints with a few;
+    # that file must be this hand's overlay, checked before anything moves.
+    out = Path(args.out)
+    existing = None
+    if out.exists():
+        try:
+            existing = read_joints_calibration(out)
+        except CalibrationError as error:
+            raise CalibrationError(
+                f"{out} exists and is not a joints calibration this run could merge into ({error}) — use another "
+                "--out, or remove the file"
+            ) from error
+    if existing is not None and existing.profile != profile.name:
+        raise CalibrationError(
+            f"{out} holds the calibration of profile {existing.profile!r}, not {profile.name!r} — use another --out"
+        )
     config = JointCalibrationConfig(speed_scale=args.speed_scale, current_limit_ma=args.current_ma)
     joints = tuple(name.strip() for name in args.joints.split(",")) if args.joints else None
     print(
@@ -239,7 +262,14 @@ def _cmd_calibrate_joints(args: argparse.Namespace) -> int:
             f"{joint.direction:+d}); the overlay carries the measured sign — check the servo's mounting and fix the "
             "profile"
         )
-    print(f"wrote {write_joints_calibration(Path(args.out), result.to_file())}")
+    calibration = result.to_file()
+    if existing is not None:
+        merged = merge_joints_calibration(existing, calibration)
+        kept = sorted(set(merged.joints) - set(calibration.joints))
+        if kept:
+            print(f"merged into {out}: kept {len(kept)} joints calibrated earlier ({', '.join(kept)})")
+        calibration = merged
+    print(f"wrote {write_joints_calibration(out, calibration)}")
     if args.report:
         print(f"wrote {atomic_write_text(Path(args.report), result.to_json())}")
     return 0
@@ -373,7 +403,7 @@ def add_calibrate_commands(subparsers: argparse._SubParsersAction) -> None:
     hand_eye.add_argument("--camera", default="cam_top", help="--virtual: the scene camera to render (cam_top, ...)")
     hand_eye.add_argument("--width", type=int, default=1280, help="--virtual: image width [px]")
     hand_eye.add_argument("--height", type=int, default=960, help="--virtual: image height [px]")
-    hand_eye.add_argument("--speed-scale", type=float, default=0.5, help="fraction of the profile's speed limits")
+    hand_eye.add_argument("--speed-scale", type=fraction, default=0.5, help="fraction of the profile's speed limits")
     extrinsics.set_defaults(handler=_cmd_calibrate_extrinsics)
 
     joints = commands.add_parser(
@@ -385,8 +415,8 @@ def add_calibrate_commands(subparsers: argparse._SubParsersAction) -> None:
     joints.add_argument("--out", default="joints.toml", help="joints calibration (profile overlay) to write")
     joints.add_argument("--report", metavar="JSON", help="also write how each joint was measured")
     joints.add_argument("--joints", metavar="A,B", help="calibrate only these joints (default: all)")
-    joints.add_argument("--speed-scale", type=float, default=0.6, help="fraction of each joint's max speed")
-    joints.add_argument("--current-ma", type=float, default=250.0, help="current limit while calibrating [mA]")
+    joints.add_argument("--speed-scale", type=fraction, default=0.6, help="fraction of each joint's max speed")
+    joints.add_argument("--current-ma", type=positive, default=250.0, help="current limit while calibrating [mA]")
     joints.set_defaults(handler=_cmd_calibrate_joints)
 
     dynamics = commands.add_parser(
@@ -401,7 +431,7 @@ def add_calibrate_commands(subparsers: argparse._SubParsersAction) -> None:
     dynamics.add_argument("--duration-s", type=float, default=8.0, help="length of one excitation [s]")
     dynamics.add_argument("--repeats", type=int, default=1, help="excitations, each with its own seed")
     dynamics.add_argument("--seed", type=int, default=0, help="seed of the first excitation")
-    dynamics.add_argument("--speed-scale", type=float, default=1.0, help="fraction of the profile's speed limits")
+    dynamics.add_argument("--speed-scale", type=fraction, default=1.0, help="fraction of the profile's speed limits")
     dynamics.add_argument(
         "--groups", choices=("joint", "type"), default="joint", help="parameters per joint, or per joint type"
     )

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from handrail.cli_types import fraction
+
 DEPLOY_EXIT_CODES = """exit codes:
   0  the time is up, or an operator stop (Ctrl-C, SIGTERM): torque off
   2  bad input: profile, calibration, or a policy that does not match the hand (nothing touched)
@@ -120,7 +122,7 @@ def add_deploy_commands(commands: Any) -> None:
     deploy.add_argument("--port", default=None, help="serial port of the hand (default: start a virtual hand)")
     deploy.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     deploy.add_argument("--out", default="out", help="folder for the rollout log (default out/)")
-    deploy.add_argument("--speed-scale", type=float, default=1.0, help="tighten every speed limit, in (0, 1]")
+    deploy.add_argument("--speed-scale", type=fraction, default=1.0, help="tighten every speed limit, in (0, 1]")
     deploy.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand")
     deploy.set_defaults(handler=_cmd_deploy)
 

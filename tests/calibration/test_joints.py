@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -256,7 +257,9 @@ def test_calibrate_every_joint_of_the_hand(tmp_path, profile):
 
 def test_an_interrupted_calibration_leaves_the_previous_file_untouched(tmp_path, monkeypatch, calibrate_cli):
     out = tmp_path / "joints.toml"
-    out.write_text("previous calibration\n")
+    previous = "[joints.index_abd]\nzero_offset_rad = 0.01\ndirection = 1\n"
+    out.write_text(f'schema_version = 1\nkind = "joints"\nprofile = "leap_right"\ncreated = "earlier"\n{previous}')
+    before = out.read_text()
     measure_stops = joints_module.measure_stops
 
     def interrupted_after_one_phase(robot, plan, config, on_phase=None):
@@ -272,5 +275,75 @@ def test_an_interrupted_calibration_leaves_the_previous_file_untouched(tmp_path,
     monkeypatch.setattr(joints_module, "measure_stops", interrupted_after_one_phase)
     with pytest.raises(KeyboardInterrupt):
         calibrate_cli(["calibrate", "joints", "--virtual", "--reality-seed", "2", "--out", str(out)])
-    assert out.read_text() == "previous calibration\n"
+    assert out.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["joints.toml"]
+
+
+def _overlay(path: Path, profile_name: str = "leap_right") -> Path:
+    """A two-joint overlay, as an earlier full calibration would have left (mode 0644)."""
+    calibration = JointsCalibration(
+        profile=profile_name,
+        created="2025-01-31T12:00:00+00:00",
+        joints={
+            "index_abd": JointCalibrationEntry(zero_offset_rad=0.011, direction=1, direction_check="unverified"),
+            "thumb_ip": JointCalibrationEntry(zero_offset_rad=-0.022, direction=1, direction_check="confirmed"),
+        },
+    )
+    write_joints_calibration(path, calibration)
+    path.chmod(0o644)
+    return path
+
+
+def test_calibrating_some_joints_merges_into_the_hands_file_and_keeps_its_mode(tmp_path, calibrate_cli, capsys):
+    """A one-joint run once replaced a 16-joint file with a 1-joint file (and made it 0600)."""
+    out = _overlay(tmp_path / "joints.toml")
+    argv = ["calibrate", "joints", "--virtual", "--reality-seed", "2", "--joints", "index_pip", "--out", str(out)]
+    assert calibrate_cli(argv) == 0
+    merged = read_joints_calibration(out)
+    assert set(merged.joints) == {"index_abd", "index_pip", "thumb_ip"}
+    assert merged.joints["thumb_ip"].zero_offset_rad == -0.022 and merged.joints["index_abd"].zero_offset_rad == 0.011
+    assert (out.stat().st_mode & 0o777) == 0o644
+    assert "kept 2 joints calibrated earlier (index_abd, thumb_ip)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("another hand", "holds the calibration of profile 'allegro', not 'leap_right'"),
+        ("not a calibration", "exists and is not a joints calibration this run could merge into"),
+    ],
+)
+def test_an_existing_out_that_is_not_this_hands_overlay_is_refused_before_anything_moves(
+    tmp_path, calibrate_cli, monkeypatch, content, words
+):
+    out = tmp_path / "joints.toml"
+    if content == "another hand":
+        _overlay(out, profile_name="allegro")
+    else:
+        out.write_text("notes = 1\n")
+    before = out.read_text()
+    monkeypatch.setattr(VirtualHandProcess, "__enter__", lambda self: pytest.fail("the hand was started"))
+    with pytest.raises(CalibrationError, match=re.escape(words)):
+        calibrate_cli(["calibrate", "joints", "--virtual", "--joints", "index_pip", "--out", str(out)])
+    assert out.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--speed-scale", "2", "not in (0, 1]"),
+        ("--speed-scale", "nan", "not in (0, 1]"),
+        ("--current-ma", "-5", "must be a finite number > 0"),
+        ("--current-ma", "nan", "must be a finite number > 0"),  # once ran silently at the profile's 350 mA
+        ("--current-ma", "lots", "'lots' is not a number"),
+    ],
+)
+def test_bad_calibration_arguments_are_usage_errors(calibrate_cli, capsys, flag, value, words):
+    with pytest.raises(SystemExit) as exited:
+        calibrate_cli(["calibrate", "joints", "--virtual", flag, value, "--out", "x.toml"])
+    assert exited.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_config_with_a_nan_current_is_refused() -> None:
+    with pytest.raises(CalibrationError, match="current_limit_ma = nan"):
+        JointCalibrationConfig(current_limit_ma=float("nan"))
