@@ -406,4 +406,9 @@ def describe_policy(path: str | Path) -> str:
     if problems:
         rows.append(("PROBLEMS", "; ".join(problems)))
     width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+    return "\n".join(f"{printable(label):<{width}}  {printable(value)}" for label, value in rows)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: a file's words must not drive the terminal (ANSI escapes)."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)

@@ -17,7 +17,7 @@ def fraction(text: str) -> float:
     """A factor in (0, 1] (``--speed-scale``: it may only tighten a limit)."""
     value = _number(text)
     if not (math.isfinite(value) and 0.0 < value <= 1.0):
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1] — a scale may only tighten the limits")
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1] — a speed scale can only tighten the limits")
     return value
 
 

@@ -22,6 +22,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,8 @@ from handrail.robot.virtual_hand import VirtualHand
 
 BITS_PER_BYTE_ON_WIRE = 10  # 8N1: start + 8 data + stop
 MAX_CATCH_UP_S = 0.05  # beyond this much lag the emulator drops time instead of racing
+# How often a virtual hand started by another process checks that its parent is still there [s].
+PARENT_CHECK_S = 0.5
 FAULT_KINDS = ("drop", "lose", "corrupt", "delay", "disconnect", "stuck", "overload", "overheat")
 
 
@@ -154,8 +157,14 @@ class _ControlServer:
 
     def __init__(self, path: Path):
         self.path = path
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        try:
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise EmulatorError(
+                    f"control socket path {path} exists and is not a socket — give a new path (it is never replaced)"
+                )
+            path.unlink()  # a socket left by an emulator that died
+        except FileNotFoundError:
+            pass
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
         os.chmod(path, 0o600)
@@ -190,6 +199,8 @@ class Emulator:
         self._outbox: list[tuple[float, int, bytes]] = []  # heap of (due time, sequence, bytes)
         self._sequence = 0
         self.running = True
+        # Set by run_emulator for a hand another process started: it ends when that process is gone.
+        self.parent_pid: int | None = None
         self.lag_events = 0
         self.packets = 0
 
@@ -234,10 +245,13 @@ class Emulator:
         for client in [c for c in ready if c in server.clients]:
             try:
                 chunk = client.recv(65536)
-            except (BlockingIOError, ConnectionError):
+            except BlockingIOError:
                 continue
-            if not chunk:
-                server.clients.pop(client).close()
+            except ConnectionError:
+                chunk = b""
+            if not chunk:  # the client went away: forget it (this once crashed the emulator)
+                del server.clients[client]
+                client.close()
                 continue
             buffer = server.clients[client]
             buffer += chunk
@@ -251,6 +265,8 @@ class Emulator:
     def _answer(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
+            if not isinstance(request, dict):
+                return {"ok": False, "error": f"a request is a JSON object with an op, got {type(request).__name__}"}
             op = request.get("op")
             if op == "fault":
                 return {
@@ -267,7 +283,7 @@ class Emulator:
                 self.running = False
                 return {"ok": True}
             return {"ok": False, "error": f"unknown op {op!r}; valid: fault, clear, state, quit"}
-        except (EmulatorError, KeyError, ValueError, TypeError) as error:
+        except (EmulatorError, KeyError, ValueError, TypeError, AttributeError) as error:
             return {"ok": False, "error": str(error)}
 
     def ground_truth(self) -> dict[str, Any]:
@@ -295,8 +311,13 @@ class Emulator:
         wall_start = time.monotonic()
         sim_start = hand.time_s
         deadline = wall_start + seconds if seconds is not None else float("inf")
+        next_parent_check = wall_start
         while self.running and time.monotonic() < deadline:
             now = time.monotonic()
+            if self.parent_pid is not None and now >= next_parent_check:
+                next_parent_check = now + PARENT_CHECK_S
+                if os.getppid() != self.parent_pid:  # the process that started us is gone (kill -9)
+                    break
             sim_target = sim_start + (now - wall_start)
             if sim_target - hand.time_s > MAX_CATCH_UP_S:
                 # Too far behind (the machine was busy): give up the lost time rather than race.
@@ -352,6 +373,8 @@ def run_emulator(
         control_dir = tempfile.mkdtemp(prefix="handrail-vhand-")
         control_path = Path(control_dir) / "control.sock"
     emulator = Emulator(hand, injector, control_path)
+    if json_ready:  # started by VirtualHandProcess: live no longer than it
+        emulator.parent_pid = os.getppid()
 
     def stop(signum: int, frame: object) -> None:
         emulator.running = False
@@ -426,8 +449,10 @@ class VirtualHandProcess:
             command += ["--reality-out", str(reality_out)]
         for flag in faults:
             command += ["--fault", flag]
+        # Its stderr goes to a file, not a pipe nobody reads: 64 KB of warnings would block it mid-run.
+        self._stderr = tempfile.TemporaryFile(mode="w+", prefix="handrail-vhand-stderr-")
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ}
+            command, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env={**os.environ}
         )
         assert self.process.stdout is not None
         ready_lines, _, _ = select.select([self.process.stdout], [], [], startup_timeout_s)
@@ -439,8 +464,8 @@ class VirtualHandProcess:
             exit_code = self.process.poll()
             if exit_code is None:
                 self.process.kill()
-            _, stderr = self.process.communicate(timeout=10)
-            raise EmulatorError(_start_failure(exit_code, stderr, startup_timeout_s))
+            self.process.communicate(timeout=10)
+            raise EmulatorError(_start_failure(exit_code, self.stderr_text(), startup_timeout_s))
         ready = json.loads(line)
         self.port: str = ready["port"]
         self.control_path = Path(ready["control"])
@@ -497,9 +522,15 @@ class VirtualHandProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._stderr.close()
+
+    def stderr_text(self) -> str:
+        """What the virtual hand wrote to its stderr so far."""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read()
 
     def __enter__(self) -> VirtualHandProcess:
         return self

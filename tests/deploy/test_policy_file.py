@@ -74,6 +74,17 @@ def test_policy_info_prints_the_facts(handrail_cli, policy_file, profile, capsys
     assert describe_policy(policy_file) in printed
 
 
+def test_policy_info_escapes_what_the_file_says_instead_of_printing_terminal_codes(
+    handrail_cli, policy_file, tmp_path, capsys
+):
+    document = {**_document(read_policy_metadata(policy_file)), "commit": "\x1b[2J\x1b[31mred\x07", "dr": "\x1b]0;x"}
+    policy = _annotated(policy_file, tmp_path / "ansi.onnx", document)
+    assert handrail_cli(["policy", "info", str(policy)]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x07" not in printed
+    assert "\\x1b[2J\\x1b[31mred\\x07" in printed  # shown, escaped
+
+
 def test_a_bare_onnx_names_the_missing_fields_and_the_annotate_command(handrail_cli, bare_policy, capsys):
     with pytest.raises(PolicyFileError) as raised:
         read_policy_metadata(bare_policy)
