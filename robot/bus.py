@@ -134,9 +134,24 @@ class _PortHandler(sdk.PortHandler):
         try:
             return self.ser.write(packet)
         except (serial.SerialException, OSError) as error:
-            raise PortError(
-                f"serial port {self.port_name} failed while sending: {error} — was the USB adapter unplugged?"
-            ) from error
+            raise self._gone("sending", error) from error
+
+    def clearPort(self) -> None:
+        # Every transmission starts here: a port that vanished raises pyserial's error, which must reach the
+        # safety layer as a comms fault (a BusError), not as an unexpected exception.
+        try:
+            self.ser.reset_input_buffer()
+        except (serial.SerialException, OSError) as error:
+            raise self._gone("clearing its input", error) from error
+
+    def getBytesAvailable(self) -> int:
+        try:
+            return self.ser.in_waiting
+        except (serial.SerialException, OSError) as error:
+            raise self._gone("polling", error) from error
+
+    def _gone(self, doing: str, error: Exception) -> PortError:
+        return PortError(f"serial port {self.port_name} failed while {doing}: {error} — was the USB adapter unplugged?")
 
 
 class DynamixelBus:

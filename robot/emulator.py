@@ -300,6 +300,11 @@ class Emulator:
             "hardware_error": hand.bank.hardware_error.tolist(),
             "watchdog_tripped": hand.watchdog_tripped.tolist(),
             "torque_enabled": hand.commands.torque_enabled.tolist(),
+            # What each servo's current is capped at now [mA]: min(Goal Current, Current Limit).
+            "goal_current_ma": (
+                np.minimum(np.abs(hand.commands.goal_current_raw), hand.commands.current_limit_raw)
+                * hand.bank.facts.current_ma_per_lsb
+            ).tolist(),
             "packets": self.packets,
             "lag_events": self.lag_events,
             "fault_counts": dict(self.faults.counts),

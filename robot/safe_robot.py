@@ -62,6 +62,9 @@ class SafetyState(StrEnum):
     RUNNING = "running"
     HOLDING = "holding"  # safe stop: holding the measured position at reduced current
     TORQUE_OFF = "torque_off"  # safe stop: torque off
+    # Safe stop whose commands could not be sent (the port is gone): the torque state is unknown; the servos'
+    # own bus watchdog, which switches them off when the host falls silent, is the last line.
+    STOP_UNCONFIRMED = "stop_unconfirmed"
     CLOSED = "closed"
 
 
@@ -71,7 +74,7 @@ class SafeStopRecord:
 
     time_s: float
     fault: Fault
-    action: str  # "hold" or "torque_off"
+    action: str  # "hold", "torque_off", or "unconfirmed" (the stop commands could not be sent)
     commands_sent: bool  # False when even the stop commands could not be sent
     detail: str = ""
 
@@ -80,7 +83,11 @@ class SafetyFault(RobotError):
     """The hand was moved to a safe state; ``record`` says why and what was done."""
 
     def __init__(self, record: SafeStopRecord):
-        action = "torque off" if record.action == "torque_off" else "holding at reduced current"
+        action = {
+            "torque_off": "torque off",
+            "hold": "holding at reduced current",
+            "unconfirmed": "stop commands NOT sent, torque state unknown — the servos' bus watchdog is the last line",
+        }.get(record.action, record.action)
         super().__init__(f"safe stop ({action}): {record.fault.message}")
         self.record = record
 
@@ -172,6 +179,9 @@ class Robot:
                 self._safe_stop(
                     Fault(OPERATOR_STOP, None, None, 0.0, 0.0, "hand: closed by the application"), force_torque_off=True
                 )
+            elif self.state == SafetyState.STOP_UNCONFIRMED:  # one more try; the record stays what happened
+                with contextlib.suppress(Exception):
+                    self._bus.broadcast_torque_off()
             self._bus.close()
             self.state = SafetyState.CLOSED
 
@@ -261,7 +271,7 @@ class Robot:
         with self._lock:
             if self.state not in (SafetyState.RUNNING, SafetyState.HOLDING) and self.stop_record is not None:
                 return self.stop_record
-            message = f"hand: unexpected {type(error).__name__} in {where}: {error} — a bug; torque is off"
+            message = f"hand: unexpected {type(error).__name__} in {where}: {error} — a bug"
             fault = Fault(UNEXPECTED_ERROR, None, None, 0.0, 0.0, message)
             return self._safe_stop(fault, force_torque_off=True, error=error)
 
@@ -326,10 +336,18 @@ class Robot:
                     self._bus.write_targets(measured)
         except Exception as stop_error:  # a bus error, or a bug in the stop path itself: say so, never raise here
             sent = False
-            detail = f"stop commands could not be sent ({stop_error}); the servos' bus watchdog stops them"
-            torque_off = True
-        record = SafeStopRecord(time.monotonic(), fault, "torque_off" if torque_off else "hold", sent, detail)
-        self.state = SafetyState.TORQUE_OFF if torque_off else SafetyState.HOLDING
+            watchdog_ms = self.profile.servo.bus_watchdog_ms
+            detail = (
+                f"stop commands could not be sent ({stop_error}); torque state unknown — the servos' bus watchdog "
+                f"stops them where they are {watchdog_ms} ms after the host falls silent"
+            )
+        if not sent:
+            action, self.state = "unconfirmed", SafetyState.STOP_UNCONFIRMED
+        elif torque_off:
+            action, self.state = "torque_off", SafetyState.TORQUE_OFF
+        else:
+            action, self.state = "hold", SafetyState.HOLDING
+        record = SafeStopRecord(time.monotonic(), fault, action, sent, detail)
         self.stop_record = record
         level = logging.INFO if fault.kind == OPERATOR_STOP else logging.ERROR
         LOG.log(level, "safe stop (%s): %s %s", record.action, fault.message, detail, exc_info=error)

@@ -165,6 +165,34 @@ def test_killed_deploy_leaves_a_readable_log(hold_policy, tmp_path, sig) -> None
         assert OPERATOR_STOP in [event.kind for event in log.events]
 
 
+def test_sigterm_ends_a_deploy_on_a_hand_with_every_servos_torque_off(profile, tmp_path) -> None:
+    """The hand outlives the deploy here (its own virtual hand, given with --port), so its servos can be asked."""
+    from handrail.sim.checkpoint import save_checkpoint, untrained_checkpoint
+    from handrail.sim.export import export_policy
+
+    checkpoint = untrained_checkpoint(profile, object_pose=False, output_scale=0.0)  # blind: needs no pose source
+    policy = export_policy(save_checkpoint(checkpoint, tmp_path / "c.pt"), tmp_path / "p.onnx", parity_samples=20)
+    with VirtualHandProcess(reality_seed=2) as vhand:
+        command = [sys.executable, "-m", "handrail", "deploy", "--policy", str(policy.path), "--port", vhand.port]
+        process = subprocess.Popen(
+            [*command, "--seconds", "60", "--out", str(tmp_path / "log")], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(vhand.ground_truth()["torque_enabled"]):
+                time.sleep(0.1)
+            assert all(vhand.ground_truth()["torque_enabled"]), "the deploy never switched the torque on"
+            time.sleep(1.0)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert not any(vhand.ground_truth()["torque_enabled"])
+    (log_path,) = (tmp_path / "log").glob("*.mcap")
+    assert OPERATOR_STOP in [event.kind for event in read_rollout_log(log_path).events]
+
+
 def _policy_that_fails_once_running(policy_file: Path, out: Path) -> Path:
     """Runs on the all-zero observation the runtime warms up with; any real observation makes its Gather
     index fall outside the table, and onnxruntime raises mid-run (an error no safety check anticipates)."""

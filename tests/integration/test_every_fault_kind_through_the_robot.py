@@ -69,10 +69,23 @@ def _assert_torque_off(robot: Robot, vhand, caught: SafetyFault, kind: str) -> N
         robot.step(robot.last_state.position_rad)  # stays stopped
 
 
-def _assert_holding(robot: Robot, vhand, caught: SafetyFault, kind: str) -> None:
+def _assert_holding(robot: Robot, vhand, caught: SafetyFault, kind: str, *, comes_to_rest: bool = True) -> None:
     assert caught.record.fault.kind == kind and caught.record.action == "hold" and caught.record.commands_sent
     assert robot.state == SafetyState.HOLDING and not caught.record.fault.severe
-    assert all(vhand.ground_truth()["torque_enabled"])  # holding: torque stays on
+    truth = vhand.ground_truth()
+    assert all(truth["torque_enabled"])  # holding: torque stays on ...
+    # ... at reduced current: at most a third of each joint's limit (the layer holds at 30 %; +1 mA register step)
+    limits_ma = np.array([joint.current_limit_ma for joint in robot.profile.joints])
+    assert (np.array(truth["goal_current_ma"]) <= limits_ma / 3 + 1.0).all(), truth["goal_current_ma"]
+    if not comes_to_rest:
+        return
+    # ... and comes to rest near where it was stopped (a moving finger coasts a little at 30 % current).
+    time.sleep(0.4)
+    settled = np.array(vhand.ground_truth()["joint_positions_rad"])
+    time.sleep(0.3)
+    still = np.abs(np.array(vhand.ground_truth()["joint_positions_rad"]) - settled)
+    assert still.max() < 0.01, still
+    assert np.abs(settled - np.array(truth["joint_positions_rad"])).max() < 0.3
     with pytest.raises(SafetyFault):
         robot.step(robot.last_state.position_rad)
 
@@ -86,7 +99,7 @@ def test_a_servo_tuned_to_overshoot_is_an_overspeed_hold(profile, vhand, tmp_pat
         assert fault.joint is not None and fault.joint_name == ringing.joint_names[fault.joint]
         assert fault.limit == pytest.approx(PROFILE_MAX_SPEED_RAD_S * 0.5 * 1.25)
         assert abs(fault.value) > fault.limit and "for 3 readings" in fault.message
-        _assert_holding(robot, vhand, caught, "overspeed")
+        _assert_holding(robot, vhand, caught, "overspeed", comes_to_rest=False)  # its gains make it ring
     assert not any(vhand.ground_truth()["torque_enabled"])  # close() ends the hold with torque off
     assert any(fault.message in record.message for record in _safety_log(caplog))
 
@@ -110,6 +123,29 @@ def test_a_joint_measured_outside_its_soft_limits_is_a_position_limit_hold(profi
     assert any(fault.message in record.message for record in _safety_log(caplog))
 
 
+def test_a_port_that_vanishes_is_a_stop_whose_torque_state_is_unknown_and_the_servos_watchdog_stops_them(
+    profile, vhand, caplog
+) -> None:
+    """The USB adapter gone: no read, and no stop command, can go out. The record must not claim torque off;
+    the servos' own bus watchdog (100 ms in the profile) is what stops them (goal = present position; the
+    e-manual's servo keeps its torque, as the virtual one does)."""
+    with Robot(profile, vhand.port) as robot:
+        robot.step(robot.last_state.position_rad)
+        assert all(vhand.ground_truth()["torque_enabled"])
+        robot._bus._port.ser.close()  # the host side of the link is gone (pyserial raises on every use)
+        with pytest.raises(SafetyFault, match="torque state unknown") as caught:
+            robot.step(robot.last_state.position_rad)
+        record = caught.value.record
+        assert record.fault.kind == "comms" and record.action == "unconfirmed" and not record.commands_sent
+        assert robot.state == SafetyState.STOP_UNCONFIRMED and "bus watchdog" in record.detail
+        time.sleep(0.1 + 0.2)  # the watchdog's 100 ms, and the virtual hand's physics catching up
+        assert all(vhand.ground_truth()["watchdog_tripped"])
+        before = np.array(vhand.ground_truth()["joint_positions_rad"])
+        time.sleep(0.3)
+        assert np.abs(np.array(vhand.ground_truth()["joint_positions_rad"]) - before).max() < 0.01  # stopped
+    assert any("torque state unknown" in record.message for record in _safety_log(caplog))
+
+
 def test_a_current_limit_below_the_sensor_noise_is_an_overcurrent_hold(profile, vhand, tmp_path, caplog) -> None:
     weak = profile_variant(profile, tmp_path, current_limit_ma=3.0)
     with Robot(weak, vhand.port) as robot:
@@ -117,7 +153,7 @@ def test_a_current_limit_below_the_sensor_noise_is_an_overcurrent_hold(profile, 
         fault = caught.record.fault
         assert fault.limit == pytest.approx(3.0 * 1.15) and abs(fault.value) > fault.limit
         assert "check its Current Limit register" in fault.message
-        _assert_holding(robot, vhand, caught, "overcurrent")
+        _assert_holding(robot, vhand, caught, "overcurrent", comes_to_rest=False)  # 0.9 mA holds no finger up
     assert any(fault.message in record.message for record in _safety_log(caplog))
 
 

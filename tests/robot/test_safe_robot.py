@@ -297,15 +297,19 @@ def test_a_severe_and_a_mild_fault_on_one_reading_switch_torque_off(robot) -> No
     assert hand.stop_record.fault.kind != OVERCURRENT
 
 
-def test_a_stop_that_cannot_be_sent_says_so_and_counts_as_torque_off(robot) -> None:
+def test_a_stop_that_cannot_be_sent_says_the_torque_state_is_unknown(robot) -> None:
+    """It used to be recorded as torque off although no torque-off packet went out."""
     hand, bus, records = _started(robot)
     bus.fail["broadcast_torque_off"] = BusError("port vanished")
     bus.fail["write_goal_current"] = BusError("port vanished")
     _hold_after_an_overspeed(hand, bus)
     record = hand.stop_record
-    assert record is not None and not record.commands_sent and record.action == "torque_off"
-    assert "port vanished" in record.detail and "bus watchdog" in record.detail
-    assert hand.state == SafetyState.TORQUE_OFF and records == [record]
+    assert record is not None and not record.commands_sent and record.action == "unconfirmed"
+    assert "port vanished" in record.detail and "torque state unknown" in record.detail
+    assert "bus watchdog stops them where they are 100 ms" in record.detail
+    assert hand.state == SafetyState.STOP_UNCONFIRMED and records == [record]
+    with pytest.raises(SafetyFault, match="torque state unknown"):
+        hand.step(bus.position)  # stays stopped
 
 
 # ---- bugs under and around the robot: torque off, recorded with the exception --------------------------------------
