@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KIND[=VALUE]",
         help="fault at start, repeatable: drop=0.5, lose=2 (the next N packets), corrupt=0.5, delay=100 (ms), "
-        "disconnect, stuck=JOINT, overload=JOINT, overheat=JOINT",
+        "disconnect, stuck=JOINT, overload=JOINT, overheat=JOINT, heat=JOINT (a slow ramp)",
     )
     emulate.add_argument("--control", default=None, help="control socket path (default: a fresh temp folder)")
     emulate.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")

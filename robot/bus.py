@@ -604,12 +604,14 @@ class DynamixelBus:
             "electrical noise or a failing cable/connector near those motors"
         )
 
-    def read_state(self, *, diagnose: bool = True) -> HandState:
+    def read_state(self, *, diagnose: bool = True, judge: bool = True) -> HandState:
         """Position, velocity, current, temperature and hardware error of every motor in one Sync Read.
 
         On a comms failure it pings every motor to name the culprits (``diagnose=False`` skips that, for a
         caller that must react first and ask questions later). Raises BusTimeoutError, BusCorruptError,
-        HardwareFault (naming the error bits) or StallError.
+        HardwareFault (naming the error bits) or StallError. ``judge=False`` leaves the hardware error bits
+        and stalls to the caller (the safety layer's monitor, the one place that judges them for a
+        :class:`~handrail.robot.safe_robot.Robot`): the state is returned with its ``hardware_error``.
         """
         if self._state_read is None:
             self._build_groups()
@@ -628,18 +630,19 @@ class DynamixelBus:
                     f"bus {self.port_name}: no complete status within {self.profile.bus.timeout_ms:g} ms while {what}"
                 )
             raise self._diagnose_silence(what)
-        for motor_id, error in errors.items():
-            if error & STATUS_ALERT_BIT:
-                self._raise_hardware_fault(motor_id)
         state = self._state_from_blocks(blocks, started_s)
-        for index, status in enumerate(state.hardware_error):
-            if status:
-                self._raise_hardware_fault(self.ids[index])
+        if judge:
+            for motor_id, error in errors.items():
+                if error & STATUS_ALERT_BIT:
+                    self._raise_hardware_fault(motor_id)
+            for index, status in enumerate(state.hardware_error):
+                if status:
+                    self._raise_hardware_fault(self.ids[index])
         self._raise_for_tripped_watchdog(blocks)
         stalled = self.stall_detector.update(
             state.timestamp_s, state.position_rad, state.velocity_rad_s, state.current_ma, self._last_goal_rad
         )
-        if stalled.size:
+        if stalled.size and judge:
             index = int(stalled[0])
             assert self._last_goal_rad is not None
             raise StallError(

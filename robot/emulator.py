@@ -47,7 +47,7 @@ BITS_PER_BYTE_ON_WIRE = 10  # 8N1: start + 8 data + stop
 MAX_CATCH_UP_S = 0.05  # beyond this much lag the emulator drops time instead of racing
 # How often a virtual hand started by another process checks that its parent is still there [s].
 PARENT_CHECK_S = 0.5
-FAULT_KINDS = ("drop", "lose", "corrupt", "delay", "disconnect", "stuck", "overload", "overheat")
+FAULT_KINDS = ("drop", "lose", "corrupt", "delay", "disconnect", "stuck", "overload", "overheat", "heat")
 
 
 class EmulatorError(RobotError):
@@ -116,10 +116,12 @@ def apply_fault(hand: VirtualHand, faults: FaultInjector, kind: str, value: Any 
     if kind == "disconnect":
         faults.disconnected = True
         return "cable disconnected: nothing reaches the servos, nothing comes back"
-    if kind in ("stuck", "overload", "overheat"):
+    if kind in ("stuck", "overload", "overheat", "heat"):
         index = _joint_index(hand.profile, value)
         name = hand.profile.joints[index].name
-        {"stuck": hand.stick_joint, "overload": hand.overload, "overheat": hand.overheat}[kind](index)
+        faults_by_kind = {"stuck": hand.stick_joint, "overload": hand.overload, "overheat": hand.overheat}
+        faults_by_kind["heat"] = hand.heat
+        faults_by_kind[kind](index)
         return f"{kind} on motor {hand.profile.joints[index].motor_id} ({name})"
     raise EmulatorError(f"unknown fault {kind!r}; valid: {', '.join(FAULT_KINDS)}")
 

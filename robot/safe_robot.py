@@ -33,17 +33,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from handrail.robot.bus import DynamixelBus, HandState
-from handrail.robot.errors import BusError, HardwareFault, RobotError, StallError
+from handrail.robot.errors import BusError, RobotError
 from handrail.robot.jerk_smoother import JerkLimitedSmoother
 from handrail.robot.profile import HandProfile
 from handrail.robot.safety_filter import Intervention, TargetFilter
 from handrail.robot.safety_limits import SafetyLimits
 from handrail.robot.safety_monitor import (
     COMMS,
-    HARDWARE_ERROR,
     LOOP_STALLED,
     OPERATOR_STOP,
-    STALL,
     Fault,
     MonitorConfig,
     StateMonitor,
@@ -295,15 +293,9 @@ class Robot:
 
     def _read_checked(self) -> HandState:
         try:
-            state = self._bus.read_state(diagnose=False)
-        except HardwareFault as error:
-            self._raise_stop(
-                Fault(HARDWARE_ERROR, self.profile.motor_ids.index(error.motor_id), error.joint, 0.0, 0.0, str(error))
-            )
-        except StallError as error:
-            self._raise_stop(
-                Fault(STALL, self.profile.motor_ids.index(error.motor_id), error.joint, 0.0, 0.0, str(error))
-            )
+            # The monitor judges hardware errors and stalls (one place for each fault kind); the driver only
+            # reports what it cannot put in a reading: comms errors and a tripped bus watchdog.
+            state = self._bus.read_state(diagnose=False, judge=False)
         except BusError as error:
             self._raise_stop(Fault(COMMS, None, None, 0.0, 0.0, f"hand: {error}"))
         self._last_state = state

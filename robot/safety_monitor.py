@@ -124,7 +124,14 @@ class StateMonitor:
         for joint in np.flatnonzero(state.hardware_error):
             bits = ", ".join(decode_hardware_error(int(state.hardware_error[joint]))) or "unknown"
             faults.append(
-                self._fault(HARDWARE_ERROR, int(joint), state.hardware_error[joint], 0, f"servo reports {bits}")
+                self._fault(
+                    HARDWARE_ERROR,
+                    int(joint),
+                    state.hardware_error[joint],
+                    0,
+                    f"servo reports {bits} (Hardware Error Status 0x{int(state.hardware_error[joint]):02x}) — it "
+                    "has shut its torque off; find the cause, then reboot it",
+                )
             )
         hot_limit = limits.temperature_limit_c - config.temperature_margin_c
         for joint in np.flatnonzero(state.temperature_c >= hot_limit):

@@ -32,6 +32,7 @@ from handrail.sim.model import build_scene_for_profile, cube_pose
 BUS_WATCHDOG_UNIT_S = 0.020  # Bus Watchdog(98) LSB, e-manual
 BUS_WATCHDOG_TRIPPED = -1  # the register value a servo shows after its watchdog fired
 SETTLE_LIMP_S = 1.0  # simulated before the hand is offered on the wire
+HEAT_RAMP_C_PER_S = 10.0  # the heat fault's ramp: room to a 70 °C limit in a few seconds
 
 # Register name -> ServoCommands field, for registers that take effect without latency.
 _COMMAND_REGISTERS = {
@@ -177,9 +178,15 @@ class VirtualHand:
         self.bank.temperature_c[index] = self.commands.temperature_limit_c[index] + 3.0
         self.bank.hardware_error[index] |= OVERHEATING_BIT
 
+    def heat(self, index: int, rate_c_per_s: float = HEAT_RAMP_C_PER_S) -> None:
+        """Warm servo ``index`` steadily (a blocked fan, a hot room): its reading climbs through the monitor's
+        margin before the servo's own cut-off at its Temperature Limit, as a real overheating does."""
+        self.bank.extra_heating_c_per_s[index] = rate_c_per_s
+
     def clear_faults(self) -> None:
         """Unstick joints (hardware errors stay latched until a reboot, as on a real servo)."""
         self._stuck_qpos.clear()
+        self.bank.extra_heating_c_per_s[:] = 0.0
 
     # -- bus observer --------------------------------------------------------------------------------
 

@@ -114,6 +114,8 @@ class ServoBank:
     current_ma: NDArray[np.float64] = field(init=False)
     overload_timer_s: NDArray[np.float64] = field(init=False)
     motor_lead_rad: NDArray[np.float64] = field(init=False)
+    # Extra heating per servo [°C/s] on top of I²R (the emulator's heat fault: a slow, observable ramp).
+    extra_heating_c_per_s: NDArray[np.float64] = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.direction.shape[0]
@@ -123,6 +125,7 @@ class ServoBank:
         self.integral_tick_s = np.zeros(n)
         self.current_ma = np.zeros(n)
         self.overload_timer_s = np.zeros(n)
+        self.extra_heating_c_per_s = np.zeros(n)
         self.motor_lead_rad = np.zeros(n)
 
     @property
@@ -217,6 +220,7 @@ class ServoBank:
         heating_w = (self.current_ma / 1000.0) ** 2 * WINDING_RESISTANCE_OHM
         cooling_w = (self.temperature_c - self.ambient_temperature_c) / THERMAL_RESISTANCE_K_PER_W
         self.temperature_c += (heating_w - cooling_w) * dt_s / THERMAL_CAPACITY_J_PER_K
+        self.temperature_c += self.extra_heating_c_per_s * dt_s
         self.hardware_error |= np.where(self.temperature_c > commands.temperature_limit_c, OVERHEATING_BIT, 0)
 
         # A shutdown drops torque at once (Shutdown register default: overload, overheating, shock).
