@@ -9,7 +9,6 @@ import pytest
 
 from handrail.robot.bus import DynamixelBus
 from handrail.robot.safe_robot import Robot, SafetyFault, SafetyState
-from handrail.robot.safety_monitor import MonitorConfig
 
 SQUARE_WAVE_PERIOD_S = 1.0
 
@@ -20,12 +19,17 @@ def _square_wave(profile, elapsed_s: float) -> np.ndarray:
     return np.array([joint.soft_limits_rad[1 if high else 0] for joint in profile.joints])
 
 
+# The documented measured-speed tolerance (README, the safety layer), written out: loosening the product's
+# MonitorConfig must not loosen these tests.
+SPEED_TOLERANCE = 0.25
+
+
 def _max_speed_limit(profile) -> np.ndarray:
     return np.array([joint.max_speed_rad_s for joint in profile.joints])
 
 
 def test_violent_square_waves_stay_under_the_speed_limit(profile, vhand):
-    tolerance = MonitorConfig().speed_tolerance
+    tolerance = SPEED_TOLERANCE
     speeds = []
     with Robot(profile, vhand.port) as robot:
         period = robot.control_period_s
@@ -46,7 +50,7 @@ def test_violent_square_waves_stay_under_the_speed_limit(profile, vhand):
 
 def test_the_same_stream_without_the_layer_overspeeds(profile, vhand):
     """Test-only path: raw bus, servo Profile Velocity cleared — proves the test above can fail."""
-    tolerance = MonitorConfig().speed_tolerance
+    tolerance = SPEED_TOLERANCE
     bus = DynamixelBus(profile, port=vhand.port)
     bus.connect()
     bus.configure()
@@ -180,7 +184,7 @@ def test_speed_scale_can_only_tighten(profile, vhand):
 
 
 def test_jerk_limited_smoothing_in_front_of_the_filter(profile, vhand):
-    tolerance = MonitorConfig().speed_tolerance
+    tolerance = SPEED_TOLERANCE
     speeds = []
     with Robot(profile, vhand.port, max_jerk_rad_s3=400.0) as robot:
         start = next_tick = time.monotonic()
