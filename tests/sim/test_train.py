@@ -16,6 +16,7 @@ from handrail.sim.checkpoint import CheckpointError, load_checkpoint
 from handrail.sim.evaluate import evaluate, load_policy
 
 EPISODE_STEPS = 40
+TINY_STEPS = 90_000
 TINY = [
     "--task", "pose", "--no-dr", "--envs", "32", "--episode-steps", str(EPISODE_STEPS), "--seed", "0",
     "--set", "n_steps=16", "--set", "batch_size=256", "--set", "hidden=[64, 64]", "--set", "learning_rate=0.003",
@@ -26,7 +27,8 @@ TINY = [
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "pose"
-    assert main(["train", *TINY, "--minutes", "10", "--max-steps", "150000", "--out", str(out)]) == 0
+    # 90 k steps (~43 s here): the trained error is 0.65 x a random policy's (150 k steps took 80 s of the suite)
+    assert main(["train", *TINY, "--minutes", "10", "--max-steps", str(TINY_STEPS), "--out", str(out)]) == 0
     return out
 
 
@@ -50,7 +52,7 @@ def test_run_folder_has_checkpoints_metrics_and_record(trained_run: Path) -> Non
     assert len(errors) > 5
     assert list(trained_run.glob("events.out.tfevents.*"))
     record = json.loads((trained_run / "run.json").read_text())
-    assert record["task"] == "pose" and record["steps"] >= 150000 and record["wall_s"] > 0
+    assert record["task"] == "pose" and record["steps"] >= TINY_STEPS and record["wall_s"] > 0
 
 
 def test_resume_continues_the_step_counter(trained_run: Path) -> None:

@@ -146,7 +146,7 @@ def test_eval_reports_how_often_the_monitor_would_stop_the_hand_and_when_the_cub
 
     report = evaluate(closing, "rotate-z", dr=False, episodes=4, episode_steps=60, sim=TRAINING_SIM)
     assert report.safety_stop_rate == 1.0 and report.drop_rate == 0.0
-    assert report.safety_stops == {"overspeed": 0, "overcurrent": 0, "stall": 4}
+    assert report.safety_stops == {"overspeed": 0, "overcurrent": 0, "position_limit": 0, "stall": 4}
     assert report.mean_time_to_drop_s is None
     # Stopped after ~1.3 s of 3 s: the rotation counts over the whole episode, not the time before the stop.
     assert report.episode_s == pytest.approx(3.0)
