@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,15 @@ class ModelReplay:
     def rmse_rad(self) -> float:
         """Over all joints and ticks."""
         return float(np.sqrt(np.mean([metric.rmse_rad**2 for metric in self.metrics])))
+
+
+def _videos_html(videos: Mapping[str, str]) -> str:
+    figures = "".join(
+        f'<figure style="display:inline-block;margin:0 1em 1em 0"><video src="{html.escape(path)}" controls loop '
+        f'muted style="max-width:100%"></video><figcaption>{html.escape(caption)}</figcaption></figure>'
+        for caption, path in videos.items()
+    )
+    return f"<div>{figures}</div>" if figures else ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,9 +173,10 @@ class CompareReport:
             },
         }
 
-    def write(self, out_dir: Path) -> Path:
+    def write(self, out_dir: Path, videos: Mapping[str, str] | None = None) -> Path:
         """Write ``report.html``, ``joints.png``, ``object.png`` (object poses only) and ``metrics.json``.
 
+        ``videos``: caption -> video path relative to ``out_dir``, shown at the top of the page.
         Returns the HTML path.
         """
         out_dir = Path(out_dir)
@@ -193,6 +204,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}} td:first-child{{
 <body><h1>Sim vs real: {html.escape(self.log_path.name)}</h1>
 <p>Replay of the logged targets in MuJoCo from the logged initial joint state. Lag &gt; 0: the real joint lags the
 simulated one.</p>
+{_videos_html(videos or {})}
 <table><tr><th>joint</th>{heads}</tr>
 {"".join(rows)}
 </table>

@@ -79,6 +79,9 @@ class DemoSummary:
     compare_rmse_deg: float | None = None
     compare_note: str | None = None
     first_drop_s: float | None = None  # seconds of policy before the first drop (None: no drop)
+    video: str | None = None  # the run rendered from its log (handrail log video), beside the log
+    compare_video: str | None = None  # the run beside its sim replay, in the compare report's folder
+    video_render_s: float | None = None
 
     @property
     def demo_exit_code(self) -> int:
@@ -105,6 +108,9 @@ class DemoSummary:
             "policy_seconds": self.policy_seconds,
             "compare_report": self.compare_report,
             "compare_rmse_deg": self.compare_rmse_deg,
+            "video": self.video,
+            "compare_video": self.compare_video,
+            "video_render_s": self.video_render_s,
         }
 
     def format(self) -> str:
@@ -128,6 +134,7 @@ class DemoSummary:
                 f"  log: {self.log_path}  (handrail log info {self.log_path})",
                 self._compare_line(),
             ]
+            + ([f"  video: {self.video}  (rendered from the log in {self.video_render_s:.0f} s)"] if self.video else [])
         )
 
     def _compare_line(self) -> str:
@@ -152,15 +159,22 @@ def cube_rotation(log: RolloutLog) -> tuple[float, float, float]:
     return rotation, rotation / seconds if seconds > 0 else 0.0, seconds
 
 
-def drop_times(log: RolloutLog) -> list[float]:
-    """When the cube left the palm [s after the policy took over] (a drop lasts until the cube is back)."""
+def off_palm(log: RolloutLog) -> np.ndarray:
+    """(T,) bool: ticks where the logged cube is off the palm (fallen below it, or away from where it first lay)."""
     positions = log.pose_position_m
     finite = np.isfinite(positions).all(axis=1)
     if not finite.any():
-        return []
+        return np.zeros(log.n_ticks, dtype=bool)
     start = positions[np.flatnonzero(finite)[0]]
     off = (positions[:, 2] < -FELL_BELOW_PALM_M) | (np.linalg.norm(positions[:, :2] - start[:2], axis=1) > OFF_PALM_M)
-    off &= finite
+    return off & finite
+
+
+def drop_times(log: RolloutLog) -> list[float]:
+    """When the cube left the palm [s after the policy took over] (a drop lasts until the cube is back)."""
+    off = off_palm(log)
+    if not off.any():
+        return []
     began = np.flatnonzero(np.concatenate(([off[0]], off[1:] & ~off[:-1])))
     active = np.flatnonzero(log.policy_active)
     policy_start_s = float(log.time_s[active[0]]) if len(active) else float(log.time_s[0])
@@ -237,11 +251,14 @@ def run_demo(
     pose: str = "ground-truth",
     pose_model: str | Path | None = None,
     compare: bool = True,
+    video: bool = True,
 ) -> DemoSummary:
     """Run the demo (see the module docstring) and return its summary.
 
     ``pose_model``: the pose model file for ``pose="camera"`` (default: the bundled one). ``compare``: also
     replay the run in the nominal sim and write the sim-vs-real report (``handrail compare``) beside the log.
+    ``video``: render the run from its log (``<log>.webm``; with ``compare``, also the run beside its sim replay,
+    embedded in the report).
     """
     os.environ.setdefault("MUJOCO_GL", "egl")
     from handrail.deploy.pose_source import GroundTruthPose, PoseSource
@@ -274,11 +291,26 @@ def run_demo(
             status_stream=status_stream,
         )
     summary = summarize_demo(outcome.log_path, profile, outcome.result.exit_code, outcome.result.stop_reason)
-    return compare_demo(summary, profile) if compare else summary
+    if video:
+        summary = video_demo(summary, profile)
+    return compare_demo(summary, profile, video=video) if compare else summary
 
 
-def compare_demo(summary: DemoSummary, profile: HandProfile) -> DemoSummary:
-    """``summary`` with the sim-vs-real report of its run written beside the log (``<log>_compare/``).
+def video_demo(summary: DemoSummary, profile: HandProfile) -> DemoSummary:
+    """``summary`` with its run rendered from the log beside it (``<log>.webm``; a log with no tick: none)."""
+    from handrail.deploy.log_video import DEMO_VIDEO, VideoError, render_log_video
+
+    log_path = Path(summary.log_path)
+    try:
+        report = render_log_video(log_path, log_path.with_suffix(".webm"), profile, DEMO_VIDEO)
+    except VideoError:
+        return summary
+    return dataclasses.replace(summary, video=str(report.path), video_render_s=report.render_s)
+
+
+def compare_demo(summary: DemoSummary, profile: HandProfile, *, video: bool = False) -> DemoSummary:
+    """``summary`` with the sim-vs-real report of its run written beside the log (``<log>_compare/``); with
+    ``video`` the report shows the run's video and the run beside its sim replay (``sim_vs_real.webm``).
 
     A run too short to compare (a stop in the first ticks) keeps its summary, with the reason.
     """
@@ -290,7 +322,24 @@ def compare_demo(summary: DemoSummary, profile: HandProfile) -> DemoSummary:
         report = compare_rollout(log_path, profile=profile)
     except CalibrationError as error:
         return dataclasses.replace(summary, compare_note=f"no report: {error}")
-    html = report.write(log_path.with_name(f"{log_path.stem}_compare"))
+    out_dir = log_path.with_name(f"{log_path.stem}_compare")
+    videos: dict[str, str] = {}
+    compare_video = None
+    if video:
+        from handrail.deploy.log_video import DEMO_COMPARE_VIDEO, render_compare_video
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if summary.video is not None:
+            videos["the run, from its log"] = os.path.relpath(summary.video, out_dir)
+        rendered = render_compare_video(
+            read_rollout_log(log_path), report, out_dir / "sim_vs_real.webm", profile, DEMO_COMPARE_VIDEO
+        )
+        compare_video = str(rendered.path)
+        videos["real (left) beside the nominal sim replay (right)"] = rendered.path.name
+    html = report.write(out_dir, videos=videos)
     return dataclasses.replace(
-        summary, compare_report=str(html), compare_rmse_deg=float(np.degrees(report.replay("nominal").rmse_rad))
+        summary,
+        compare_report=str(html),
+        compare_rmse_deg=float(np.degrees(report.replay("nominal").rmse_rad)),
+        compare_video=compare_video,
     )

@@ -95,6 +95,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         pose=args.pose,
         pose_model=args.pose_model,
         compare=not args.no_compare,
+        video=not args.no_video,
         profile_path=args.profile,
     )
     if args.json:
@@ -149,5 +150,6 @@ def add_deploy_commands(commands: Any) -> None:
         "--profile", default=None, help="hand profile TOML of the virtual hand (default: the bundled LEAP hand)"
     )
     demo.add_argument("--no-compare", action="store_true", help="skip the sim-vs-real report of the run")
+    demo.add_argument("--no-video", action="store_true", help="skip the videos of the run (handrail log video)")
     demo.add_argument("--json", action="store_true", help="machine-readable summary")
     demo.set_defaults(handler=_cmd_demo)

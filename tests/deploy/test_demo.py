@@ -46,6 +46,12 @@ def test_short_demo_turns_the_cube_within_the_limits(tmp_path, capsys) -> None:
     assert report.is_file() and report.parent.name.endswith("_compare")
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert metrics["overall_rmse_rad"]["nominal"] == pytest.approx(np.radians(summary["compare_rmse_deg"]))
+    # Its videos: the run beside its log, and the run beside its sim replay; the report shows both.
+    video, compare_video = Path(summary["video"]), Path(summary["compare_video"])
+    assert video == Path(summary["log"]).with_suffix(".webm") and video.stat().st_size > 1000
+    assert compare_video.parent == report.parent and compare_video.stat().st_size > 1000
+    page = report.read_text()
+    assert f'<video src="../{video.name}"' in page and '<video src="sim_vs_real.webm"' in page
 
 
 def test_a_measured_speed_counts_as_broken_only_as_long_as_the_monitor_needs() -> None:
