@@ -252,13 +252,14 @@ def run_demo(
     pose_model: str | Path | None = None,
     compare: bool = True,
     video: bool = True,
+    view: Any = None,
 ) -> DemoSummary:
     """Run the demo (see the module docstring) and return its summary.
 
     ``pose_model``: the pose model file for ``pose="camera"`` (default: the bundled one). ``compare``: also
     replay the run in the nominal sim and write the sim-vs-real report (``handrail compare``) beside the log.
     ``video``: render the run from its log (``<log>.webm``; with ``compare``, also the run beside its sim replay,
-    embedded in the report).
+    embedded in the report). ``view``: a live view (:class:`~handrail.deploy.live_view.LiveView`) of the run.
     """
     os.environ.setdefault("MUJOCO_GL", "egl")
     from handrail.deploy.pose_source import GroundTruthPose, PoseSource
@@ -289,6 +290,7 @@ def run_demo(
             out_dir=out_dir,
             extra={"demo": True, "reality_seed": reality_seed},
             status_stream=status_stream,
+            view=view,
         )
     summary = summarize_demo(outcome.log_path, profile, outcome.result.exit_code, outcome.result.stop_reason)
     if video:

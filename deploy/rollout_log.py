@@ -170,6 +170,11 @@ def _header_schema() -> dict[str, Any]:
     return {"title": "handrail.RolloutHeader", "type": "object", "properties": {name: {} for name in fields_}}
 
 
+def log_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON schema of each topic of a rollout log (the live view advertises the same ones)."""
+    return {HEADER_TOPIC: _header_schema(), TICK_TOPIC: _tick_schema(), EVENT_TOPIC: _event_schema()}
+
+
 def _finite_list(values: ArrayLike, name: str, length: int | None) -> tuple[list[float | None], int]:
     """``values`` as a JSON list, non-finite entries as None; also how many were non-finite."""
     try:
@@ -232,6 +237,8 @@ class RolloutLogWriter:
         chunk_size_bytes: close a chunk once it holds this many bytes, whatever the time.
         overwrite: replace an existing file (default: refuse, a rollout log is a record).
         clock: the monotonic clock [s] used for flush timing and default event times.
+        tee: also called with (topic, log time [ns], JSON bytes) for every message written — the live view
+            (:mod:`handrail.deploy.live_view`) gets exactly what the log gets; it must return at once.
     """
 
     def __init__(
@@ -242,6 +249,7 @@ class RolloutLogWriter:
         chunk_size_bytes: int = 32 * 1024,
         overwrite: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        tee: Callable[[str, int, bytes], None] | None = None,
     ):
         if not (flush_period_s > 0 and chunk_size_bytes > 0):
             raise RolloutLogError(
@@ -265,12 +273,9 @@ class RolloutLogWriter:
                 MESSAGE_ENCODING,
                 self._writer.register_schema(schema["title"], SCHEMA_ENCODING, json.dumps(schema).encode()),
             )
-            for topic, schema in (
-                (HEADER_TOPIC, _header_schema()),
-                (TICK_TOPIC, _tick_schema()),
-                (EVENT_TOPIC, _event_schema()),
-            )
+            for topic, schema in log_schemas().items()
         }
+        self._tee = tee
         self._header: LogHeader | None = None
         self._start_unix_ns = 0
         self._last_flush_s = clock()
@@ -405,6 +410,8 @@ class RolloutLogWriter:
         elapsed_s = time_s - self._header.start_monotonic_s if self._header is not None else 0.0
         log_time_ns = max(0, self._start_unix_ns + int(elapsed_s * 1e9)) if math.isfinite(elapsed_s) else 0
         self._writer.add_message(self._channels[topic], log_time=log_time_ns, data=data, publish_time=log_time_ns)
+        if self._tee is not None:
+            self._tee(topic, log_time_ns, data)
 
     def _maybe_flush(self) -> None:
         if self._clock() - self._last_flush_s >= self.flush_period_s:

@@ -19,7 +19,10 @@ import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from handrail.deploy.live_view import LiveView
 
 from handrail.deploy.loop import EXIT_SAFE_STOP, ControlLoop, LoopConfig, LoopResult
 from handrail.deploy.pose_source import PoseSource
@@ -62,8 +65,12 @@ def run_deploy(
     speed_scale: float = 1.0,
     extra: dict[str, Any] | None = None,
     status_stream: TextIO | None = None,
+    view: LiveView | None = None,
 ) -> DeployOutcome:
-    """Check ``policy_path`` against ``profile``, then run it on the hand at ``port`` (see the module docstring)."""
+    """Check ``policy_path`` against ``profile``, then run it on the hand at ``port`` (see the module docstring).
+
+    ``view``: a live view (:mod:`handrail.deploy.live_view`) that gets every message the log gets.
+    """
     runtime = PolicyRuntime(policy_path, profile)
     # The hand runs the policy at the policy's own rate (checked against what the hand allows).
     profile = profile.at_rate(runtime.metadata.control_rate_hz)
@@ -72,7 +79,7 @@ def run_deploy(
         print(f"handrail: warning: {warning}", file=stream)
     path = Path(log_path) if log_path is not None else default_log_path(Path(out_dir))
     robot = Robot(profile, port, speed_scale=speed_scale)
-    with RolloutLogWriter(path) as log:
+    with RolloutLogWriter(path, tee=view.tee if view is not None else None) as log:
         log.write_header(
             LogHeader.for_run(
                 profile,

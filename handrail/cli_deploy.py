@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +26,12 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from handrail.deploy.loop import LoopConfig
     from handrail.deploy.rollout_reader import read_rollout_log
     from handrail.deploy.rollout_summary import format_deploy_summary, summarize
-    from handrail.deploy.run import run_deploy
     from handrail.robot.profile import load_profile
 
     profile = load_profile(args.profile, calibration=args.calibration)
     config = LoopConfig(seconds=args.seconds)
-    if args.port is not None:
-        from handrail.deploy.pose_source import NoPose
-
-        outcome = run_deploy(
-            args.policy,
-            profile,
-            args.port,
-            NoPose(),
-            config=config,
-            out_dir=Path(args.out),
-            speed_scale=args.speed_scale,
-        )
-    else:
-        from handrail.deploy.pose_source import GroundTruthPose
-        from handrail.robot.emulator import VirtualHandProcess
-
-        print(f"no --port: deploying on a virtual hand (reality seed {args.reality_seed}, pose: ground truth)")
-        with VirtualHandProcess(args.profile, reality_seed=args.reality_seed) as vhand:
-            outcome = run_deploy(
-                args.policy,
-                profile,
-                vhand.port,
-                GroundTruthPose(vhand, profile),
-                config=config,
-                out_dir=Path(args.out),
-                speed_scale=args.speed_scale,
-                extra={"reality_seed": args.reality_seed},
-            )
+    with _live_view(args) as view:
+        outcome = _deploy_on(args, profile, config, view)
     hand = args.port or f"a virtual hand (reality seed {args.reality_seed})"
     if not outcome.started:
         doctor = "handrail doctor" + (f" --port {args.port}" if args.port else "")
@@ -75,6 +50,54 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return outcome.result.exit_code
 
 
+@contextlib.contextmanager
+def _live_view(args: argparse.Namespace) -> Iterator[Any]:
+    """The Foxglove live view when ``--view`` asks for one (on 127.0.0.1 only), else None."""
+    if not args.view:
+        yield None
+        return
+    from handrail.deploy.live_view import LiveView
+
+    with LiveView(args.view_port) as view:
+        print(f"live view: {view.url} — in Foxglove: Open connection, Foxglove WebSocket, {view.url}", flush=True)
+        yield view
+
+
+def _deploy_on(args: argparse.Namespace, profile: Any, config: Any, view: Any) -> Any:
+    from handrail.deploy.run import run_deploy
+
+    if args.port is not None:
+        from handrail.deploy.pose_source import NoPose
+
+        return run_deploy(
+            args.policy,
+            profile,
+            args.port,
+            NoPose(),
+            config=config,
+            out_dir=Path(args.out),
+            speed_scale=args.speed_scale,
+            view=view,
+        )
+    else:
+        from handrail.deploy.pose_source import GroundTruthPose
+        from handrail.robot.emulator import VirtualHandProcess
+
+        print(f"no --port: deploying on a virtual hand (reality seed {args.reality_seed}, pose: ground truth)")
+        with VirtualHandProcess(args.profile, reality_seed=args.reality_seed) as vhand:
+            return run_deploy(
+                args.policy,
+                profile,
+                vhand.port,
+                GroundTruthPose(vhand, profile),
+                config=config,
+                out_dir=Path(args.out),
+                speed_scale=args.speed_scale,
+                extra={"reality_seed": args.reality_seed},
+                view=view,
+            )
+
+
 DEMO_EXIT_CODES = """exit codes:
   0  the run kept every limit (a safe stop by the safety layer included: stopping the hand is its job)
   1  the log shows a limit broken
@@ -84,10 +107,25 @@ DEMO_EXIT_CODES = """exit codes:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from handrail.deploy.demo import run_demo
     from handrail.deploy.run import EXIT_NOT_STARTED
 
-    summary = run_demo(
+    with _live_view(args) as view:
+        summary = _run_demo(args, view)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    if summary.exit_code == EXIT_NOT_STARTED:  # no run: no scores to print, and not a success
+        print(f"handrail: error: the demo did not run: {summary.stop_reason}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    if not args.json:
+        print(summary.format())
+    return summary.demo_exit_code
+
+
+def _run_demo(args: argparse.Namespace, view: Any) -> Any:
+    from handrail.deploy.demo import run_demo
+
+    return run_demo(
+        view=view,
         seconds=args.seconds,
         reality_seed=args.reality_seed,
         out_dir=Path(args.out),
@@ -98,14 +136,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         video=not args.no_video,
         profile_path=args.profile,
     )
-    if args.json:
-        print(json.dumps(summary.as_dict(), indent=2))
-    if summary.exit_code == EXIT_NOT_STARTED:  # no run: no scores to print, and not a success
-        print(f"handrail: error: the demo did not run: {summary.stop_reason}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    if not args.json:
-        print(summary.format())
-    return summary.demo_exit_code
+
+
+def _add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--view", action="store_true", help="stream the loop live to Foxglove (a WebSocket server on 127.0.0.1 only)"
+    )
+    parser.add_argument("--view-port", type=int, default=8765, help="port of the live view (default 8765)")
 
 
 def add_deploy_commands(commands: Any) -> None:
@@ -125,6 +162,7 @@ def add_deploy_commands(commands: Any) -> None:
     deploy.add_argument("--out", default="out", help="folder for the rollout log (default out/)")
     deploy.add_argument("--speed-scale", type=fraction, default=1.0, help="tighten every speed limit, in (0, 1]")
     deploy.add_argument("--reality-seed", type=int, default=0, help="reality seed of the virtual hand")
+    _add_view_arguments(deploy)
     deploy.set_defaults(handler=_cmd_deploy)
 
     demo = commands.add_parser(
@@ -152,4 +190,5 @@ def add_deploy_commands(commands: Any) -> None:
     demo.add_argument("--no-compare", action="store_true", help="skip the sim-vs-real report of the run")
     demo.add_argument("--no-video", action="store_true", help="skip the videos of the run (handrail log video)")
     demo.add_argument("--json", action="store_true", help="machine-readable summary")
+    _add_view_arguments(demo)
     demo.set_defaults(handler=_cmd_demo)
