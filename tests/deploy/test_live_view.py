@@ -32,6 +32,12 @@ def hold_policy(tmp_path_factory: pytest.TempPathFactory, profile) -> Path:
     return export_policy(checkpoint, folder / "hold.onnx", parity_samples=20).path
 
 
+def _deploy_viewed(policy: Path, profile, vhand: VirtualHandProcess, view: LiveView, seconds: float, folder: Path):
+    config = LoopConfig(seconds=seconds, startup_timeout_s=3.0, status_interval_s=0)
+    source = GroundTruthPose(vhand, profile)
+    return run_deploy(policy, profile, vhand.port, source, config=config, log_path=folder / "rollout.mcap", view=view)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -56,15 +62,7 @@ def test_a_client_receives_the_tick_channel_at_the_loop_rate_during_a_deploy(pro
         assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, and nothing else
         client = LiveViewClient(view.url)
         client.start()
-        outcome = run_deploy(
-            hold_policy,
-            profile,
-            vhand.port,
-            GroundTruthPose(vhand, profile),
-            config=LoopConfig(seconds=3.0, startup_timeout_s=3.0, status_interval_s=0),
-            log_path=tmp_path / "rollout.mcap",
-            view=view,
-        )
+        outcome = _deploy_viewed(hold_policy, profile, vhand, view, 3.0, tmp_path)
         time.sleep(0.3)
         client.close()
     assert client.error is None, client.error
@@ -82,15 +80,7 @@ def test_a_client_receives_the_tick_channel_at_the_loop_rate_during_a_deploy(pro
 
 def test_with_no_client_nothing_piles_up(profile, hold_policy, tmp_path):
     with LiveView(_free_port(), queue_size=8) as view, VirtualHandProcess(reality_seed=2) as vhand:
-        outcome = run_deploy(
-            hold_policy,
-            profile,
-            vhand.port,
-            GroundTruthPose(vhand, profile),
-            config=LoopConfig(seconds=1.5, startup_timeout_s=3.0, status_interval_s=0),
-            log_path=tmp_path / "rollout.mcap",
-            view=view,
-        )
+        outcome = _deploy_viewed(hold_policy, profile, vhand, view, 1.5, tmp_path)
         time.sleep(0.2)
         assert view.waiting == 0  # drained: published (and dropped by the server, which has no subscriber)
         assert view.published >= read_rollout_log(outcome.log_path).n_ticks and view.dropped == 0
