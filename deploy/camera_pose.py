@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mujoco
@@ -75,6 +76,7 @@ class VirtualCameraPose(PolledPose):
         self.camera_name = camera_name
         self._camera = VirtualCamera.from_scene_camera(self._model, self._data, camera_name, width=width, height=height)
         self.frames = 0
+        self.on_frame: Callable[[np.ndarray, float, str], None] | None = None
         self.detections = 0
         self.estimate_seconds = 0.0
         self._ready = threading.Event()
@@ -111,6 +113,8 @@ class VirtualCameraPose(PolledPose):
         mujoco.mj_forward(self._model, data)
         frame = self._camera.render(data)
         self.frames += 1
+        if self.on_frame is not None:  # e.g. the live view (this thread, not the control loop's)
+            self.on_frame(frame.image, captured_s, self.camera_name)
         started_s = time.perf_counter()
         T_world_cube = self._T_world_cube(frame)
         self.estimate_seconds += time.perf_counter() - started_s

@@ -281,6 +281,8 @@ def run_demo(
             source = VirtualCameraFiducialPose(vhand, profile)
         else:
             source = GroundTruthPose(vhand, profile)
+        if view is not None and hasattr(source, "on_frame"):
+            source.on_frame = view.image  # the camera's frames in the live view too
         outcome = run_deploy(
             policy_path,
             profile,

@@ -3,7 +3,8 @@
 ``handrail deploy|demo --view`` starts a Foxglove WebSocket server on 127.0.0.1 (never another address; port
 8765 by default) with the same channels and JSON schemas as the MCAP log — ``/header``, ``/tick`` (measured vs
 target per joint, interventions, the pose estimate, latencies), ``/event`` (faults, safe stops) — so a layout
-made for a log file works live. Open Foxglove (app or https://app.foxglove.dev), "Open connection", Foxglove
+made for a log file works live — plus ``/camera`` (JPEG, up to 10 Hz) when the pose comes from a camera.
+Open Foxglove (app or https://app.foxglove.dev), "Open connection", Foxglove
 WebSocket, ``ws://localhost:8765``; from another machine, tunnel it (``ssh -L 8765:localhost:8765 robot``).
 
 Why Foxglove (``foxglove-sdk``) rather than Rerun: our logs are MCAP with JSON schemas already, which Foxglove
@@ -32,6 +33,8 @@ SUBPROTOCOL = "foxglove.sdk.v1"  # what this SDK's server speaks (it refuses the
 MESSAGE_DATA = 0x01  # the server's binary opcode for a message on a subscription
 DEFAULT_PORT = 8765
 LOOPBACK = "127.0.0.1"
+CAMERA_TOPIC = "/camera"
+IMAGE_RATE_HZ = 10.0  # camera frames published at most this often (JPEG, on the pose source's thread)
 QUEUE_SIZE = 256  # messages waiting for the publisher thread; more are dropped (counted)
 
 
@@ -68,6 +71,11 @@ class LiveView:
             )
             for topic, schema in log_schemas().items()
         }
+        from foxglove.channels import CompressedImageChannel
+
+        self._camera = CompressedImageChannel(CAMERA_TOPIC, context=self._context)
+        self._last_image_s = -float("inf")
+        self.images = 0
         self._queue: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue(maxsize=queue_size)
         self.published = 0
         self.dropped = 0
@@ -84,6 +92,21 @@ class LiveView:
             self._queue.put_nowait((topic, log_time_ns, data))
         except queue.Full:
             self.dropped += 1
+
+    def image(self, rgb: Any, captured_s: float, frame_id: str = "camera") -> None:
+        """A camera frame (H, W, 3 RGB uint8) from a pose source's own thread: JPEG, at most IMAGE_RATE_HZ, on
+        ``/camera`` (a ``foxglove.CompressedImage``). Never called from the control thread."""
+        if captured_s - self._last_image_s < 1.0 / IMAGE_RATE_HZ:
+            return
+        self._last_image_s = captured_s
+        import cv2
+        from foxglove.messages import CompressedImage, Timestamp
+
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 75])
+        if ok:
+            stamp = Timestamp.from_epoch_secs(time.time())
+            self._camera.log(CompressedImage(timestamp=stamp, frame_id=frame_id, data=jpeg.tobytes(), format="jpeg"))
+            self.images += 1
 
     @property
     def waiting(self) -> int:
@@ -103,7 +126,7 @@ class LiveView:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout=2.0)
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), self._camera]:
             channel.close()
         self._server.stop()
 
@@ -123,6 +146,7 @@ class LiveViewClient(threading.Thread):
         self.url, self.topic = url, topic
         self.arrivals: list[float] = []
         self.messages: list[dict[str, Any]] = []
+        self.payloads: list[bytes] = []
         self.topics: set[str] = set()
         self.error: BaseException | None = None
         self.stop = threading.Event()
@@ -150,7 +174,10 @@ class LiveViewClient(threading.Thread):
                                 subscribed = True
                     elif frame[0] == MESSAGE_DATA and struct.unpack_from("<I", frame, 1)[0] == 1:
                         self.arrivals.append(time.monotonic())
-                        self.messages.append(json.loads(frame[13:]))  # opcode, subscription id, timestamp
+                        payload = bytes(frame[13:])  # after the opcode, the subscription id and the timestamp
+                        self.payloads.append(payload)
+                        if payload[:1] == b"{":  # the log's JSON channels (the camera's is protobuf)
+                            self.messages.append(json.loads(payload))
         except BaseException as error:  # kept for the caller
             self.error = error
 

@@ -9,6 +9,7 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from handrail.deploy.live_view import LiveView, LiveViewClient
@@ -84,3 +85,24 @@ def test_with_no_client_nothing_piles_up(profile, hold_policy, tmp_path):
         time.sleep(0.2)
         assert view.waiting == 0  # drained: published (and dropped by the server, which has no subscriber)
         assert view.published >= read_rollout_log(outcome.log_path).n_ticks and view.dropped == 0
+
+
+def test_camera_frames_reach_a_client_as_jpeg_at_most_ten_per_second():
+    with LiveView(_free_port()) as view:
+        client = LiveViewClient(view.url, topic="/camera")
+        client.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "/camera" not in client.topics:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the subscription reaches the server
+        rgb = np.zeros((48, 64, 3), dtype=np.uint8)
+        rgb[:, :32] = (200, 30, 30)
+        start = time.monotonic()
+        for index in range(40):  # 40 frames over 2 s: 20 per second offered
+            view.image(rgb, start + index * 0.05, "cam_top")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        client.close()
+    assert client.error is None, client.error
+    assert 15 <= view.images <= 21 and len(client.payloads) >= 15  # rate-limited to 10 Hz
+    assert all(b"\xff\xd8\xff" in payload for payload in client.payloads)  # a JPEG inside each message
