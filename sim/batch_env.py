@@ -39,6 +39,7 @@ observation is returned in :attr:`StepResult.terminal_obs`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,11 @@ _COMMANDS_IN_FLIGHT = 4
 _POSE_FRAMES = 4  # camera frames kept per hand (object_pose_latency_steps < this)
 _NEVER = -(10**9)
 _SEED_BOUND = 2**63
+
+
+LOG = logging.getLogger(__name__)
+# A foreign MJCF's start pose may overlap the cube or a link by this much [m] (contact margins, not a collision).
+START_POSE_OVERLAP_M = 0.001
 
 
 class EnvError(HandrailError):
@@ -306,13 +312,46 @@ class BatchHandEnv:
             raise EnvError(str(error)) from error
 
     def _start_pose(self, task: str) -> NDArray[np.float64]:
-        """Where episodes start [rad]: rotate-z's grasp-ready pose for the LEAP joints, else the home pose."""
-        home = np.array([joint.home_rad for joint in self.profile.joints])
+        """Where episodes start [rad]: rotate-z's grasp-ready pose for the LEAP joints, else the home pose.
+
+        A hand in another MJCF (MuJoCo Menagerie's LEAP hand) whose profile names the same policy joints gets
+        the pose by those names — if, in its own geometry, no link then overlaps the resting cube or another
+        link more than the pose does in ours; else it starts from its home pose (said at INFO).
+        """
+        joints = self.profile.joints
+        home = np.array([joint.home_rad for joint in joints])
         start = leap.ROTATE_Z_START_POSE_RAD
-        if task != ROTATE_Z or not all(joint.mjcf_joint in start for joint in self.profile.joints):
+        if task != ROTATE_Z:
             return home
-        pose = np.array([start[joint.mjcf_joint] for joint in self.profile.joints])
+        if all(joint.mjcf_joint in start for joint in joints):
+            pose = np.array([start[joint.mjcf_joint] for joint in joints])
+        else:
+            by_name = {joint.name: start[joint.mjcf_joint] for joint in load_profile().joints}
+            if not all(joint.name in by_name for joint in joints):
+                return home
+            pose = np.clip(
+                np.array([by_name[joint.name] for joint in joints]),
+                self.safety_limits.soft_low_rad,
+                self.safety_limits.soft_high_rad,
+            )
+            depth_m = self._deepest_overlap_m(pose)
+            if depth_m > START_POSE_OVERLAP_M:
+                LOG.info(
+                    "%s: the grasp-ready rotate-z start pose overlaps by %.1f mm in this MJCF; starting from home",
+                    self.profile.name,
+                    depth_m * 1000,
+                )
+                return home
         return np.clip(pose, self.safety_limits.soft_low_rad, self.safety_limits.soft_high_rad)
+
+    def _deepest_overlap_m(self, pose_rad: NDArray[np.float64]) -> float:
+        """The deepest contact [m] in the nominal scene with the hand at ``pose_rad`` and the cube at rest."""
+        model = self.model
+        data = mujoco.MjData(model)
+        mujoco.mj_resetDataKeyframe(model, data, self._home_key_id)
+        data.qpos[self._qpos_ids] = pose_rad
+        mujoco.mj_forward(model, data)
+        return max((-float(contact.dist) for contact in data.contact[: data.ncon]), default=0.0)
 
     def _action_map(self, given: ActionMap | None, range_rad: float) -> ActionMap:
         """``given`` (a policy's own map, checked against the hand's joints), else the map the range asks for:

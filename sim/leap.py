@@ -41,7 +41,8 @@ HOME_KEYFRAME_NAME: Final = "home"
 # The rotate-z task's start pose, by MJCF joint [rad]: index, middle and ring fingertips 3 mm in front of the
 # resting cube's fingertip-side face, spread across it; the thumb beside the cube. No finger touches the cube
 # or palm in it. Found by a search over the model's kinematics (fingertip targets in the palm frame, rejecting
-# any pose with penetration); a hand whose MJCF uses other joint names starts rotate-z from its home pose.
+# any pose with penetration). A hand in another MJCF gets it by its profile's joint names where the pose is clear
+# of the cube in that geometry, else its home pose (handrail.sim.batch_env).
 ROTATE_Z_START_POSE_RAD: Final = {
     "if_abd": -0.4, "if_mcp": 1.1, "if_pip": 1.3, "if_dip": 1.5,
     "mf_abd": -0.3, "mf_mcp": 1.1, "mf_pip": 1.3, "mf_dip": 1.5,

@@ -142,3 +142,32 @@ def test_a_bad_action_range_or_a_map_for_other_joints_is_refused() -> None:
     other_order = ActionMap.around(names, env.start_pose_rad, 0.6)
     with pytest.raises(EnvError, match="the action map drives"):
         BatchHandEnv(ROTATE_Z, 1, dr=False, seed=0, nthread=1, action_map=other_order)
+
+
+def test_a_hand_in_another_mjcf_starts_rotate_z_by_joint_name_when_the_pose_is_clear(tmp_path, caplog) -> None:
+    """The same hand with other MJCF joint names gets the grasp-ready pose by its profile's joint names; a
+    geometry in which that pose overlaps the cube (boxes instead of capsules) starts from home, and says so."""
+    import re
+    from pathlib import Path
+
+    from handrail.robot.profile import load_profile
+
+    bundled = load_profile()
+    text = re.sub(r'<joint name="(\w+)"', r'<joint name="zz_\1"', Path(bundled.mjcf).read_text())
+    text = re.sub(r'<position name="(\w+)" joint="(\w+)"', r'<position name="zz_\1" joint="zz_\2"', text)
+    (tmp_path / "renamed.xml").write_text(text)
+    profile_text = Path(bundled.source).read_text()
+    profile_text = re.sub(r'^mjcf = ".*"', 'mjcf = "renamed.xml"', profile_text, flags=re.M)
+    profile_text = re.sub(r'^(mjcf_joint|mjcf_actuator) = "(\w+)"', r'\1 = "zz_\2"', profile_text, flags=re.M)
+    (tmp_path / "renamed.toml").write_text(profile_text)
+    renamed = BatchHandEnv(ROTATE_Z, 1, dr=False, seed=0, nthread=1, profile=load_profile(tmp_path / "renamed.toml"))
+    ours = BatchHandEnv(ROTATE_Z, 1, dr=False, seed=0, nthread=1)
+    np.testing.assert_array_equal(renamed.start_pose_rad, ours.start_pose_rad)
+    # Fatter fingers: the same angles would press them into the cube.
+    fat = text.replace('type="sphere" size="0.012"', 'type="sphere" size="0.03"')  # the fingertip spheres
+    assert fat != text
+    (tmp_path / "renamed.xml").write_text(fat)
+    with caplog.at_level("INFO", logger="handrail.sim.batch_env"):
+        env = BatchHandEnv(ROTATE_Z, 1, dr=False, seed=0, nthread=1, profile=load_profile(tmp_path / "renamed.toml"))
+    np.testing.assert_array_equal(env.start_pose_rad, [joint.home_rad for joint in env.profile.joints])
+    assert "overlaps by" in caplog.text and "starting from home" in caplog.text
