@@ -39,7 +39,6 @@ observation is returned in :attr:`StepResult.terminal_obs`.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,13 +51,14 @@ from numpy.typing import NDArray
 from handrail.calibration.dynamics_file import DynamicsCalibration, apply_dynamics, centre_randomization
 from handrail.errors import HandrailError
 from handrail.robot.batch_monitor import BatchStateMonitor
-from handrail.robot.motors import motor_facts
-from handrail.robot.profile import HandProfile, JointSpec, load_profile
+from handrail.robot.profile import HandProfile, load_profile
 from handrail.robot.safety_filter import INTERVENTION_KINDS, BatchTargetFilter
 from handrail.robot.safety_limits import SafetyLimits
 from handrail.sim import leap, quat
 from handrail.sim.actions import ActionMap
+from handrail.sim.command_wire import NEVER, CommandWire
 from handrail.sim.hand_frame import HandFrame, HandFrameError
+from handrail.sim.hand_setup import limit_servo_torque, start_pose
 from handrail.sim.model import build_scene_for_profile, fingertip_site_name
 from handrail.sim.observation import DEFAULT_MAX_POSE_AGE_S, BatchObservationBuilder, default_spec
 from handrail.sim.privileged import PrivilegedState
@@ -74,23 +74,15 @@ from handrail.sim.randomization import (
     sample_episode,
 )
 from handrail.sim.sim_settings import SimSettings
-from handrail.sim.tasks import ROTATE_Z, PoseConfig, RotateZConfig, TaskState, make_task
+from handrail.sim.tasks import PoseConfig, RotateZConfig, TaskState, make_task
 
 # Reset: the hand at home plus this much noise per joint (std) [rad], the cube turned about the palm
 # normal by up to this much either way [rad].
 RESET_JOINT_NOISE_STD_RAD = 0.02
 RESET_CUBE_YAW_RAD = 0.2
 POSE_SOURCE = "sim"
-# Commands kept in flight per hand; a command is in effect at most this many periods after it was sent.
-_COMMANDS_IN_FLIGHT = 4
 _POSE_FRAMES = 4  # camera frames kept per hand (object_pose_latency_steps < this)
-_NEVER = -(10**9)
 _SEED_BOUND = 2**63
-
-
-LOG = logging.getLogger(__name__)
-# A foreign MJCF's start pose may overlap the cube or a link by this much [m] (contact margins, not a collision).
-START_POSE_OVERLAP_M = 0.001
 
 
 class EnvError(HandrailError):
@@ -152,27 +144,6 @@ class _HandParameters:
                 shape = (n_hands, 3)
             values[name] = np.zeros(shape, dtype=np.intp if "intp" in kind else np.float64)
         return cls(**values)
-
-
-def _limit_servo_torque(model: mujoco.MjModel, profile: HandProfile, joints: list[JointSpec]) -> None:
-    """Cap each hand actuator's force at what its servo delivers at the profile's current limit [N·m].
-
-    The MJCF's force range is the servo's stall torque; on the hand the firmware holds the current at the
-    profile's limit, so a finger pushes with at most current limit x torque constant. (Found on the virtual
-    hand: a policy trained with the stall torque curls its fingers into poses the current-limited servos
-    cannot reach.) Domain randomization then scales this nominal value. A force range already below the cap
-    (an identified one) is kept: the cap is what the current limit allows, never more.
-    """
-
-    facts = motor_facts(profile.bus.motor_model)
-    for joint in joints:
-        # The joint's torque: the motor's, times the gear ratio (motor turns per joint turn).
-        torque_nm = facts.torque_constant_nm_per_a * joint.current_limit_ma / 1000.0 * joint.gear_ratio
-        actuator = model.actuator(joint.mjcf_actuator).id
-        if model.actuator_forcelimited[actuator]:
-            torque_nm = min(torque_nm, float(np.min(np.abs(model.actuator_forcerange[actuator]))))
-        model.actuator_forcelimited[actuator] = 1
-        model.actuator_forcerange[actuator] = (-torque_nm, torque_nm)
 
 
 class BatchHandEnv:
@@ -252,7 +223,7 @@ class BatchHandEnv:
         self._hand_frame = self._palm_frame(model)
 
         self.safety_limits = SafetyLimits.from_profile(self.profile)
-        self.start_pose_rad = self._start_pose(self.task.name)
+        self.start_pose_rad = start_pose(self.task.name, self.profile, model, self.safety_limits)
         self.action_map = self._action_map(action_map, action_range_rad)
         self.target_filter = BatchTargetFilter(self.safety_limits, self.control_period_s, n_envs)
         self.observation_spec = default_spec(
@@ -292,14 +263,14 @@ class BatchHandEnv:
         self._identified_latency_periods: float | None = None
         self._identified_backlash_rad: NDArray[np.float64] | None = None
         if dynamics is None:
-            _limit_servo_torque(model, profile, list(profile.joints))
+            limit_servo_torque(model, profile)
             return
         # The file's multipliers are of the MJCF's values (the replay identified them on the uncapped scene), so
         # they go onto the fresh scene; then every joint is capped at its current-limited torque. An identified
         # force limit above the cap is not a stronger servo but a joint the excitation never loaded (the fit
         # drifts to its bound there), so the cap wins; a weaker identified one is kept.
         apply_dynamics(model, profile, dynamics)
-        _limit_servo_torque(model, profile, list(profile.joints))
+        limit_servo_torque(model, profile)
         if not self.dr:
             self._identified_latency_periods = dynamics.command_latency_s / self.control_period_s
             self._identified_backlash_rad = dynamics.backlash_per_joint(profile.joint_names)
@@ -310,48 +281,6 @@ class BatchHandEnv:
             return HandFrame.of_model(model)
         except HandFrameError as error:
             raise EnvError(str(error)) from error
-
-    def _start_pose(self, task: str) -> NDArray[np.float64]:
-        """Where episodes start [rad]: rotate-z's grasp-ready pose for the LEAP joints, else the home pose.
-
-        A hand in another MJCF (MuJoCo Menagerie's LEAP hand) whose profile names the same policy joints gets
-        the pose by those names — if, in its own geometry, no link then overlaps the resting cube or another
-        link more than the pose does in ours; else it starts from its home pose (said at INFO).
-        """
-        joints = self.profile.joints
-        home = np.array([joint.home_rad for joint in joints])
-        start = leap.ROTATE_Z_START_POSE_RAD
-        if task != ROTATE_Z:
-            return home
-        if all(joint.mjcf_joint in start for joint in joints):
-            pose = np.array([start[joint.mjcf_joint] for joint in joints])
-        else:
-            by_name = {joint.name: start[joint.mjcf_joint] for joint in load_profile().joints}
-            if not all(joint.name in by_name for joint in joints):
-                return home
-            pose = np.clip(
-                np.array([by_name[joint.name] for joint in joints]),
-                self.safety_limits.soft_low_rad,
-                self.safety_limits.soft_high_rad,
-            )
-            depth_m = self._deepest_overlap_m(pose)
-            if depth_m > START_POSE_OVERLAP_M:
-                LOG.info(
-                    "%s: the grasp-ready rotate-z start pose overlaps by %.1f mm in this MJCF; starting from home",
-                    self.profile.name,
-                    depth_m * 1000,
-                )
-                return home
-        return np.clip(pose, self.safety_limits.soft_low_rad, self.safety_limits.soft_high_rad)
-
-    def _deepest_overlap_m(self, pose_rad: NDArray[np.float64]) -> float:
-        """The deepest contact [m] in the nominal scene with the hand at ``pose_rad`` and the cube at rest."""
-        model = self.model
-        data = mujoco.MjData(model)
-        mujoco.mj_resetDataKeyframe(model, data, self._home_key_id)
-        data.qpos[self._qpos_ids] = pose_rad
-        mujoco.mj_forward(model, data)
-        return max((-float(contact.dist) for contact in data.contact[: data.ncon]), default=0.0)
 
     def _action_map(self, given: ActionMap | None, range_rad: float) -> ActionMap:
         """``given`` (a policy's own map, checked against the hand's joints), else the map the range asks for:
@@ -372,14 +301,12 @@ class BatchHandEnv:
         self.samples: list[EpisodeRandomization | None] = [None] * n_envs
         self._params = _HandParameters.zeros(n_envs, n)
         self._episode_step = np.zeros(n_envs, dtype=np.int64)
-        self._commands = np.zeros((n_envs, _COMMANDS_IN_FLIGHT, n))  # oldest first
-        self._arrivals = np.full((n_envs, _COMMANDS_IN_FLIGHT), float(_NEVER))  # substep of the episode
-        self._servo_command = np.zeros((n_envs, n))  # after backlash
+        self._wire = CommandWire(n_envs, n, self.n_substeps)
         self._true_joints = np.zeros((n_envs, 2, n))  # this step's and the last step's true angles
         self._reading_rad = np.zeros((n_envs, n))
         self._frames = np.zeros((n_envs, _POSE_FRAMES, 7))  # captured poses: position, quaternion
         self._frame_ok = np.zeros((n_envs, _POSE_FRAMES), dtype=bool)
-        self._frame_step = np.full((n_envs, _POSE_FRAMES), _NEVER, dtype=np.int64)
+        self._frame_step = np.full((n_envs, _POSE_FRAMES), NEVER, dtype=np.int64)
         self._delivered = np.zeros((n_envs, 7))
         self._delivered_step = np.zeros(n_envs, dtype=np.int64)
         self._cube_rest_m = np.zeros((n_envs, 3))
@@ -442,10 +369,7 @@ class BatchHandEnv:
         if self.monitor is not None:
             self.monitor.reset(hands)
         target = self.target_filter.target_rad[hands]
-        servo = target - params.zero_offset_rad[hands]
-        self._servo_command[hands] = servo
-        self._commands[hands] = servo[:, None, :]
-        self._arrivals[hands] = float(_NEVER)
+        self._wire.reset(hands, target - params.zero_offset_rad[hands])
 
         position_m, cube_quat, _ = self._cube_in_hand_frame(hands)
         self._cube_rest_m[hands] = position_m
@@ -453,7 +377,7 @@ class BatchHandEnv:
         self._delivered[hands] = self._capture(hands, position_m, cube_quat)
         self._delivered_step[hands] = -params.pose_latency_steps[hands]
         self._frame_ok[hands] = False
-        self._frame_step[hands] = _NEVER
+        self._frame_step[hands] = NEVER
         self._task_input[hands] = self.task.reset(hands, rng, limits)
         age_s = (-self._delivered_step[hands]) * self.control_period_s
         builder = self.observation_builder
@@ -605,34 +529,22 @@ class BatchHandEnv:
         )
 
     def _send(self, target_rad: NDArray[np.float64]) -> None:
-        """Queue this step's commands: zero offset, action noise, backlash, latency with jitter."""
-        params, rng = self._params, self._rng
-        command = target_rad - params.zero_offset_rad
-        if params.action_noise_std_rad.any():
-            command = command + rng.standard_normal(command.shape) * params.action_noise_std_rad[:, None]
-        if params.backlash_rad.any():
-            half_play = 0.5 * params.backlash_rad
-            self._servo_command = np.clip(self._servo_command, command - half_play, command + half_play)
-        else:
-            self._servo_command = command
-        substeps = self.n_substeps
-        delay = params.latency_substeps.copy()
-        if params.jitter_std_substeps.any():
-            delay += rng.standard_normal(self.n_envs) * params.jitter_std_substeps
-        # Rounded to physics steps; never before it was sent, nor later than the ring of commands holds.
-        delay = np.clip(np.rint(delay), 0, (_COMMANDS_IN_FLIGHT - 1) * substeps - 1)
-        arrival = np.maximum(self._episode_step * substeps + delay, self._arrivals[:, -1])
-        self._commands[:, :-1] = self._commands[:, 1:]
-        self._commands[:, -1] = self._servo_command
-        self._arrivals[:, :-1] = self._arrivals[:, 1:]
-        self._arrivals[:, -1] = arrival
+        """Queue this step's commands on the wire: zero offset, action noise, backlash, latency with jitter."""
+        params = self._params
+        self._wire.send(
+            target_rad,
+            self._episode_step,
+            self._rng,
+            zero_offset_rad=params.zero_offset_rad,
+            action_noise_std_rad=params.action_noise_std_rad,
+            backlash_rad=params.backlash_rad,
+            latency_substeps=params.latency_substeps,
+            jitter_std_substeps=params.jitter_std_substeps,
+        )
 
     def _substep_controls(self) -> NDArray[np.float64]:
         """The actuator commands in effect at each substep of this period, (N, substeps, nu)."""
-        substeps = self._episode_step[:, None] * self.n_substeps + np.arange(self.n_substeps)  # (N, S)
-        arrived = np.count_nonzero(self._arrivals[:, :, None] <= substeps[:, None, :], axis=1)  # (N, S)
-        # The oldest command in the ring has always arrived (see _send's clip).
-        in_effect = self._commands[np.arange(self.n_envs)[:, None], np.maximum(arrived - 1, 0)]  # (N, S, n)
+        in_effect = self._wire.in_effect(self._episode_step)
         if self.model.nu == self.n_joints and np.array_equal(self._actuator_ids, np.arange(self.n_joints)):
             return in_effect
         controls = np.zeros((self.n_envs, self.n_substeps, self.model.nu))

@@ -71,15 +71,15 @@ def test_backlash_swallows_small_reversals() -> None:
     env.reset()
     for action in [1.0] * 5 + [0.0] * 30:  # move, then come to rest
         env.step(np.full((1, env.n_joints), action))
-    servo = env._servo_command.copy()
+    servo = env._wire.servo_command.copy()
     command = env.target_filter.target_rad.copy()  # no zero offset, no noise: the command is the target
     assert np.abs(servo - command).max() <= play / 2 + 1e-12
     # A step back into the play leaves the servo where it is; a step out of it drags the servo along.
     env.step(0.3 * np.sign(servo - command))
-    np.testing.assert_array_equal(env._servo_command, servo)
+    np.testing.assert_array_equal(env._wire.servo_command, servo)
     for _ in range(5):
         env.step(-np.sign(servo - command))
-    assert np.abs(env._servo_command - servo).min() > 0.05
+    assert np.abs(env._wire.servo_command - servo).min() > 0.05
 
 
 def test_autoreset_returns_terminal_observations_and_episode_stats() -> None:
