@@ -5,8 +5,9 @@
 - :mod:`handrail.sim.observation`, :mod:`handrail.sim.actions`: the one observation builder and action map,
   shared with the deploy loop (numpy only).
 - :mod:`handrail.sim.randomization`: domain randomization ranges from ``sim/configs/randomization.toml``.
-- :mod:`handrail.sim.batch_env` (N hands on ``mujoco.batch``), :mod:`handrail.sim.env` (Gymnasium, one hand),
-  :mod:`handrail.sim.tasks` (pose, rotate-z).
+- :mod:`handrail.sim.batch_env` (N hands on ``mujoco.batch``, with :mod:`handrail.sim.command_wire` — what
+  happens to a target on its way to the servo — and :mod:`handrail.sim.hand_setup` — torque cap, start pose),
+  :mod:`handrail.sim.env` (Gymnasium, one hand), :mod:`handrail.sim.tasks` (pose, rotate-z).
 - :mod:`handrail.sim.train` (PPO, Stable-Baselines3) with :mod:`handrail.sim.train_config` (hyperparameters,
   run options), :mod:`handrail.sim.vec_env` (SB3's VecEnv) and :mod:`handrail.sim.train_checkpoint`;
   :mod:`handrail.sim.checkpoint`,
