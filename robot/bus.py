@@ -21,7 +21,6 @@ import contextlib
 import gc
 import logging
 import math
-import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from typing import Any, TypeVar
 
 import dynamixel_sdk as sdk
 import numpy as np
-import serial
 from numpy.typing import ArrayLike, NDArray
 
 from handrail.robot.control_table import ControlTable, load_control_table
@@ -45,6 +43,7 @@ from handrail.robot.errors import (
 )
 from handrail.robot.motors import MotorFacts, motor_facts
 from handrail.robot.profile import HandProfile
+from handrail.robot.serial_port import SerialPort
 from handrail.robot.stall import STALL_ERROR_FRACTION, StallDetector
 from handrail.robot.units import JointUnits
 
@@ -106,54 +105,6 @@ class HandState:
                 raise ValueError(f"HandState.{name} has shape {getattr(self, name).shape}, expected {n}")
 
 
-class _PortHandler(sdk.PortHandler):
-    """The SDK's port with our timeout and a short blocking wait instead of a hot spin while reading."""
-
-    def __init__(self, port_name: str, timeout_ms: float):
-        super().__init__(port_name)
-        self.timeout_ms = timeout_ms
-
-    def setPacketTimeout(self, packet_length: int) -> None:
-        self.packet_start_time = self.getCurrentTime()
-        self.packet_timeout = self.tx_time_per_byte * packet_length + self.timeout_ms
-
-    def readPort(self, length: int) -> bytes:
-        try:
-            data = self.ser.read(length)
-        except (serial.SerialException, OSError):
-            # pyserial's word for a port that reports readiness but yields nothing (a vanished USB
-            # adapter, a pty whose other end stopped): no bytes; the SDK's timeout turns it into an error.
-            data = b""
-        if not data:
-            # Sleep until bytes arrive (at most 0.5 ms) rather than spinning the CPU the virtual hand needs.
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                select.select([self.ser.fileno()], [], [], 0.0005)
-        return data
-
-    def writePort(self, packet: bytes | list[int]) -> int:
-        try:
-            return self.ser.write(packet)
-        except (serial.SerialException, OSError) as error:
-            raise self._gone("sending", error) from error
-
-    def clearPort(self) -> None:
-        # Every transmission starts here: a port that vanished raises pyserial's error, which must reach the
-        # safety layer as a comms fault (a BusError), not as an unexpected exception.
-        try:
-            self.ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as error:
-            raise self._gone("clearing its input", error) from error
-
-    def getBytesAvailable(self) -> int:
-        try:
-            return self.ser.in_waiting
-        except (serial.SerialException, OSError) as error:
-            raise self._gone("polling", error) from error
-
-    def _gone(self, doing: str, error: Exception) -> PortError:
-        return PortError(f"serial port {self.port_name} failed while {doing}: {error} — was the USB adapter unplugged?")
-
-
 class DynamixelBus:
     """The servos of one hand profile on one serial port. Not thread-safe: one owner at a time."""
 
@@ -174,7 +125,7 @@ class DynamixelBus:
         )
         self.ids: tuple[int, ...] = profile.motor_ids
         self._names = {joint.motor_id: joint.name for joint in profile.joints}
-        self._port: _PortHandler | None = None
+        self._port: SerialPort | None = None
         self._packets = sdk.PacketHandler(2.0)
         self._state_read: sdk.GroupSyncRead | None = None
         self._goal_write: sdk.GroupSyncWrite | None = None
@@ -200,7 +151,7 @@ class DynamixelBus:
 
     def open(self) -> None:
         """Open the serial port at the bus baud rate (no traffic yet)."""
-        port = _PortHandler(self.port_name, self.profile.bus.timeout_ms)
+        port = SerialPort(self.port_name, self.profile.bus.timeout_ms)
         try:
             opened = port.openPort() and port.setBaudRate(self.baud)
         except Exception as error:  # pyserial raises SerialException/OSError/ValueError
@@ -264,7 +215,7 @@ class DynamixelBus:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _require_port(self) -> _PortHandler:
+    def _require_port(self) -> SerialPort:
         if self._port is None:
             raise BusError(f"bus {self.port_name} is not open — call connect() first")
         return self._port
