@@ -125,15 +125,15 @@ def test_an_interrupted_hand_eye_run_leaves_the_previous_file_untouched(tmp_path
     settle = hand_eye_run._settle
     poses_settled = []
 
-    def interrupted_at_the_third_pose(robot, target_rad, config, index):
+    def interrupted_at_the_second_pose(robot, target_rad, config, index):
         poses_settled.append(index)
-        if len(poses_settled) == 3:
+        if len(poses_settled) == 2:
             raise KeyboardInterrupt  # Ctrl-C with the finger on its way through the plan
         return settle(robot, target_rad, config, index)
 
-    monkeypatch.setattr(hand_eye_run, "_settle", interrupted_at_the_third_pose)
+    monkeypatch.setattr(hand_eye_run, "_settle", interrupted_at_the_second_pose)
     with pytest.raises(KeyboardInterrupt):
         calibrate_cli(["calibrate", "extrinsics", "--hand-eye", "--virtual", "--reality-seed", "2", "--out", str(out)])
-    assert poses_settled == [0, 1, 2]
+    assert poses_settled == [0, 1]
     assert out.read_text() == "previous calibration\n"
     assert [path.name for path in tmp_path.iterdir()] == ["extrinsics.toml"]

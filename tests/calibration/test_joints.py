@@ -249,8 +249,12 @@ def test_calibrate_joints_recovers_hidden_offsets_and_finds_a_reversed_sign(tmp_
     assert 'direction_check = "wrong"' in overlay.read_text()  # the loader accepts a flip only so
 
 
+@pytest.mark.slow
 def test_calibrate_every_joint_of_the_hand(tmp_path, profile):
-    """All 16 joints within 0.5 deg of the hidden offsets (about 30 s of motion; the issue's acceptance check)."""
+    """All 16 joints within 0.5 deg of the hidden offsets (about 30 s of motion; the issue's acceptance check).
+
+    Slow tier (`pytest -m slow`): the suite's 10-minute budget. The fast tier calibrates four joints on the
+    virtual hand (a two-stop, a one-stop and a reversed joint) through the same code."""
     result, true_offsets = calibrate_reversed_hand(tmp_path, profile)
     check_against_truth(result, true_offsets, profile.joint_names)
 

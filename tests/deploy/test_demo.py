@@ -24,7 +24,8 @@ MIN_ROTATION_RAD = 0.2
 
 
 def test_short_demo_turns_the_cube_within_the_limits(tmp_path, capsys) -> None:
-    code = main(["demo", "--seconds", str(DEMO_SECONDS), "--out", str(tmp_path), "--json"])
+    # Its videos are tested on a short log below (the suite's time); `make demo` renders them for real in CI.
+    code = main(["demo", "--seconds", str(DEMO_SECONDS), "--out", str(tmp_path), "--json", "--no-video"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0, summary
     assert abs(summary["rotation_rad"]) > MIN_ROTATION_RAD, summary
@@ -46,12 +47,23 @@ def test_short_demo_turns_the_cube_within_the_limits(tmp_path, capsys) -> None:
     assert report.is_file() and report.parent.name.endswith("_compare")
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert metrics["overall_rmse_rad"]["nominal"] == pytest.approx(np.radians(summary["compare_rmse_deg"]))
-    # Its videos: the run beside its log, and the run beside its sim replay; the report shows both.
-    video, compare_video = Path(summary["video"]), Path(summary["compare_video"])
-    assert video == Path(summary["log"]).with_suffix(".webm") and video.stat().st_size > 1000
+    assert summary["video"] is None and summary["compare_video"] is None  # --no-video
+
+
+def test_the_demo_renders_its_run_and_the_run_beside_its_replay_and_the_report_shows_both(short_run_log) -> None:
+    """On a short log (3 s, a safe stop at 2 s): what `handrail demo` does after the run."""
+    from handrail.deploy.demo import compare_demo, summarize_demo, video_demo
+
+    profile = load_profile()
+    log_path = short_run_log
+    summary = video_demo(summarize_demo(log_path, profile, 0, "time is up"), profile)
+    summary = compare_demo(summary, profile, video=True)
+    video, compare_video, report = Path(summary.video), Path(summary.compare_video), Path(summary.compare_report)
+    assert video == log_path.with_suffix(".webm") and video.stat().st_size > 1000
     assert compare_video.parent == report.parent and compare_video.stat().st_size > 1000
     page = report.read_text()
     assert f'<video src="../{video.name}"' in page and '<video src="sim_vs_real.webm"' in page
+    assert f"video: {video}" in summary.format()
 
 
 def test_a_measured_speed_counts_as_broken_only_as_long_as_the_monitor_needs() -> None:

@@ -11,46 +11,7 @@ import pytest
 
 from handrail.cli import main
 from handrail.deploy.log_video import VideoConfig, VideoError, frame_ticks, render_log_video
-from handrail.deploy.rollout_log import LogHeader, PoseRecord, RolloutLogWriter, TickRecord
 from handrail.robot.profile import load_profile
-
-RATE_HZ = 20.0
-TICKS = 60  # 3 s
-STOP_TICK = 40
-STILL_TICKS = 10
-BENDING = [1, 2, 3, 5, 6, 7, 9, 10, 11]  # the MCP, PIP and DIP joints of the index, middle and ring fingers
-
-
-def _write_log(path: Path) -> Path:
-    """3 s at 20 Hz: still for 0.5 s, then three fingers close and open while the cube turns 0.5 rad; a safe
-    stop at 2 s."""
-    profile = load_profile()
-    home = np.array([joint.home_rad for joint in profile.joints])
-    header = LogHeader.for_run(profile.at_rate(RATE_HZ), extra={"pose_source": "ground_truth"})
-    with RolloutLogWriter(path) as writer:
-        writer.write_header(header)
-        for tick in range(TICKS):
-            time_s = header.start_monotonic_s + tick / RATE_HZ
-            position = home.copy()
-            phase = max(0, tick - STILL_TICKS) / (TICKS - STILL_TICKS)  # still for 0.5 s, then moving
-            position[BENDING] += 1.2 * np.sin(np.pi * phase)  # three fingers bend and straighten again
-            yaw = 0.5 * phase
-            pose = PoseRecord(
-                np.array([0.048, 0.004, 0.03]), (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)), 0.0, "ground_truth", True
-            )
-            zeros = np.zeros(len(home))
-            writer.write_tick(
-                TickRecord(tick, time_s, position, zeros, zeros, zeros + 30.0, position, action=zeros, pose=pose)
-            )
-            if tick == STOP_TICK:
-                writer.write_event("fault", "motor 2 (index_pip): overload", time_s=time_s, fault_kind="hardware_error")
-                writer.write_event("safe_stop", "torque off", time_s=time_s, action="torque_off")
-    return path
-
-
-@pytest.fixture(scope="module")
-def log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_log(tmp_path_factory.mktemp("video") / "run.mcap")
 
 
 def _frames(path: Path) -> list[np.ndarray]:
@@ -61,6 +22,11 @@ def _frames(path: Path) -> list[np.ndarray]:
         if not ok:
             return frames
         frames.append(frame)
+
+
+@pytest.fixture
+def log_path(short_run_log: Path) -> Path:
+    return short_run_log
 
 
 def test_a_log_becomes_a_video_of_the_hand_moving_with_a_banner_from_the_safe_stop(log_path, tmp_path, capsys):

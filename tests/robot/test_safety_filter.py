@@ -231,14 +231,14 @@ def _examples(count: int) -> int:
     return max(20, round(count * EXAMPLES_SCALE))
 
 
-# The fast tier (every `make test`) runs 1,200 and 800 cases; the slow tier (`pytest -m slow`) 50 x as many.
-@settings(max_examples=_examples(1_200), **PROPERTY_SETTINGS)
+# The fast tier (every `make test`) runs 900 and 600 cases; the slow tier (`pytest -m slow`) ~65 x as many.
+@settings(max_examples=_examples(900), **PROPERTY_SETTINGS)
 @given(cases(FOLLOW_KINDS))
 def test_every_tick_respects_every_limit_when_the_hand_follows(case):
     check_realistic(TargetFilter(case.limits, case.control_period_s), case)
 
 
-@settings(max_examples=_examples(800), **PROPERTY_SETTINGS)
+@settings(max_examples=_examples(600), **PROPERTY_SETTINGS)
 @given(cases(ADVERSARIAL_KINDS))
 def test_absolute_limits_hold_whatever_the_measured_position(case):
     check_adversarial(TargetFilter(case.limits, case.control_period_s), case)
