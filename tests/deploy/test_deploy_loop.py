@@ -141,10 +141,13 @@ def test_killed_deploy_leaves_a_readable_log(hold_policy, tmp_path, sig) -> None
         env={**os.environ, "MUJOCO_GL": "egl"},
     )
     try:
+        # Until the log (flushed every 0.5 s) holds 30 policy ticks: the kill lands mid-run, however slow the start.
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(tmp_path.glob("*.mcap")):
-            time.sleep(0.2)
-        time.sleep(4.0)
+        while time.monotonic() < deadline:
+            logs = list(tmp_path.glob("*.mcap"))
+            if logs and read_rollout_log(logs[0]).policy_active.sum() >= 30:
+                break
+            time.sleep(0.3)
         if sig == signal.SIGKILL:
             os.killpg(process.pid, signal.SIGKILL)
         else:
