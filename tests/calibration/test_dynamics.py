@@ -70,7 +70,9 @@ def simulated_excitation(profile, replayer, dynamics, seed: int) -> ReplayInput:
     )
 
 
+@pytest.mark.slow
 def test_the_fit_recovers_parameters_the_sim_was_run_with(profile, replayer):
+    """Slow tier (the suite's budget): the fast tier fits the virtual hand's run (calibrate dynamics)."""
     truth = known_dynamics(profile)
     data = simulated_excitation(profile, replayer, truth, seed=1)
     fit = fit_dynamics(profile, [data], config=DynamicsFitConfig(grouping="type", max_iterations=20), replayer=replayer)

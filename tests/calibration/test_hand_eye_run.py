@@ -101,10 +101,15 @@ def test_a_plan_about_one_axis_is_refused_before_the_hand_moves(profile):
         )
 
 
+@pytest.mark.slow
 def test_calibrate_extrinsics_hand_eye_on_the_virtual_hand_recovers_the_camera_pose(
     tmp_path, profile, calibrate_cli, capsys
 ):
-    """About 40 s: twelve poses driven in real time through the safety layer, each rendered and detected."""
+    """About 40 s: twelve poses driven in real time through the safety layer, each rendered and detected.
+
+    Slow tier (the suite's 10-minute budget): the fast tier runs the same plan to its second pose (the
+    interrupted-run test) and the solver on rendered fingertip-marker views (tests/calibration/test_extrinsics.py).
+    """
     joints = joints_overlay_of_the_reality(tmp_path, profile, REALITY_SEED)
     out = tmp_path / "extrinsics.toml"
     argv = ["calibrate", "extrinsics", "--hand-eye", "--virtual", "--reality-seed", str(REALITY_SEED),
