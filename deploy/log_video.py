@@ -15,8 +15,10 @@ before its instant. Rendering reads no physics: nothing is simulated, the video 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,17 +137,25 @@ def _stop_banner(log: RolloutLog) -> tuple[float, str] | None:
     return None
 
 
-def _video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """OpenCV's VP8 WebM writer, without its note that the WebM muxer tags VP8 its own way (harmless)."""
+@contextlib.contextmanager
+def _video_file(out: Path, fps: float, size: tuple[int, int]) -> Iterator[cv2.VideoWriter]:
+    """OpenCV's VP8 WebM writer on a hidden partial file, renamed to ``out`` once every frame is in (a reader
+    sees the whole video or none); without OpenCV's note that the WebM muxer tags VP8 its own way."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial{VIDEO_SUFFIX}")
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), fps, size)
+        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*FOURCC), fps, size)
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not writer.isOpened():
-        raise VideoError(f"OpenCV could not open a {FOURCC} writer for {path} — is opencv-python's FFmpeg there?")
-    return writer
+        raise VideoError(f"OpenCV could not open a {FOURCC} writer for {partial} — is opencv-python's FFmpeg there?")
+    try:
+        yield writer
+    finally:
+        writer.release()
+    partial.replace(out)
 
 
 def _put(image: NDArray[np.uint8], text: str, origin: tuple[int, int], scale: float, color=WHITE) -> None:
@@ -227,37 +237,35 @@ def render_log_video(
     started = time.monotonic()
     scene = LogScene(profile, log, config)
     ticks = frame_ticks(log.time_s, config.fps, config.speed)
-    turn, dropped, stop = cube_turn_rad(log), off_palm(log), _stop_banner(log)
     label = pose_label(log)
-    interventions = sum(log.intervention_counts.values(), np.zeros(log.n_ticks, dtype=np.int64))
     size = (config.width * len(scene.cameras), config.height)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial{VIDEO_SUFFIX}")
     try:
-        writer = _video_writer(partial, config.fps, size)
-    except VideoError:
-        scene.close()
-        raise
-    try:
-        for tick in ticks.tolist():
-            scene.pose(log, tick)
-            frame = scene.render()
-            elapsed_s = float(log.time_s[tick] - log.time_s[0])
-            _put(frame, f"t {elapsed_s:5.1f} s   tick {int(log.tick[tick])}", (8, 22), 0.55)
-            _put(frame, f"cube turn {turn[tick]:+.2f} rad   interventions {int(interventions[tick])}", (8, 44), 0.55)
-            _put(frame, f"cube pose: {label}", (8, 66), 0.45)
-            row = 0
-            if stop is not None and log.time_s[tick] >= stop[0]:
-                _banner(frame, stop[1], RED, row)
-                row += 1
-            if dropped[tick]:
-                _banner(frame, "CUBE DROPPED", AMBER, row)
-            writer.write(frame)
+        with _video_file(out, config.fps, size) as writer:
+            _write_log_frames(writer, scene, log, ticks, label)
     finally:
-        writer.release()
         scene.close()
-    partial.replace(out)  # a reader sees the whole video or none
     return VideoReport(out, len(ticks), len(ticks) / config.fps, size, scene.cameras, label, time.monotonic() - started)
+
+
+def _write_log_frames(
+    writer: cv2.VideoWriter, scene: LogScene, log: RolloutLog, ticks: NDArray[np.int64], label: str
+) -> None:
+    turn, dropped, stop = cube_turn_rad(log), off_palm(log), _stop_banner(log)
+    interventions = sum(log.intervention_counts.values(), np.zeros(log.n_ticks, dtype=np.int64))
+    for tick in ticks.tolist():
+        scene.pose(log, tick)
+        frame = scene.render()
+        elapsed_s = float(log.time_s[tick] - log.time_s[0])
+        _put(frame, f"t {elapsed_s:5.1f} s   tick {int(log.tick[tick])}", (8, 22), 0.55)
+        _put(frame, f"cube turn {turn[tick]:+.2f} rad   interventions {int(interventions[tick])}", (8, 44), 0.55)
+        _put(frame, f"cube pose: {label}", (8, 66), 0.45)
+        row = 0
+        if stop is not None and log.time_s[tick] >= stop[0]:
+            _banner(frame, stop[1], RED, row)
+            row += 1
+        if dropped[tick]:
+            _banner(frame, "CUBE DROPPED", AMBER, row)
+        writer.write(frame)
 
 
 def render_compare_video(
@@ -267,50 +275,38 @@ def render_compare_video(
     simulated cube where the log had one), frame by frame, so that the divergence shows."""
     config = config or VideoConfig()
     started = time.monotonic()
-    replay = report.replays[0]
-    sim_objects = replay.object_divergence
     real_scene, sim_scene = LogScene(profile, log, config), LogScene(profile, log, config)
     frame_times = report.time_s[frame_ticks(report.time_s, config.fps, config.speed)]
     size = (config.width * len(real_scene.cameras) * 2, config.height)
-    partial = Path(out).with_name(f".{Path(out).name}.partial{VIDEO_SUFFIX}")
-    writer = _video_writer(partial, config.fps, size)
-    no_cube = np.full(3, np.nan), np.full(4, np.nan)
     try:
-        for frame_s in frame_times.tolist():
-            index = int(np.searchsorted(report.time_s, frame_s + 1e-6, side="right") - 1)
-            sample = None
-            if report.logged_object is not None and report.logged_object.time_s.size:
-                sample = int(np.clip(np.searchsorted(report.logged_object.time_s, frame_s + 1e-6) - 1, 0, None))
-            real_cube = (
-                (report.logged_object.position_m[sample], report.logged_object.quat_wxyz[sample])
-                if (sample is not None and report.logged_object is not None)
-                else no_cube
-            )
-            sim_cube = (
-                (sim_objects.position_m[sample], sim_objects.quat_wxyz[sample])
-                if (sample is not None and sim_objects is not None)
-                else no_cube
-            )
-            real_scene.place(report.real_position_rad[index], *real_cube)
-            sim_scene.place(replay.position_rad[index], *sim_cube)
-            real, sim = real_scene.render(), sim_scene.render()
-            _put(real, f"REAL (measured)   t {frame_s:5.1f} s", (8, 22), 0.55)
-            _put(sim, f"SIM ({replay.label} replay)", (8, 22), 0.55)
-            writer.write(np.hstack([real, sim]))
+        with _video_file(Path(out), config.fps, size) as writer:
+            for frame_s in frame_times.tolist():
+                writer.write(_compare_frame(report, real_scene, sim_scene, frame_s))
     finally:
-        writer.release()
         real_scene.close()
         sim_scene.close()
-    partial.replace(out)
-    return VideoReport(
-        Path(out),
-        len(frame_times),
-        len(frame_times) / config.fps,
-        size,
-        real_scene.cameras,
-        pose_label(log),
-        time.monotonic() - started,
-    )
+    seconds = len(frame_times) / config.fps
+    elapsed_s = time.monotonic() - started
+    return VideoReport(Path(out), len(frame_times), seconds, size, real_scene.cameras, pose_label(log), elapsed_s)
+
+
+def _compare_frame(report: CompareReport, real_scene: LogScene, sim_scene: LogScene, frame_s: float) -> NDArray:
+    """One frame: the real run at ``frame_s`` [s from its first tick] beside the first replay."""
+    replay, logged = report.replays[0], report.logged_object
+    index = int(np.searchsorted(report.time_s, frame_s + 1e-6, side="right") - 1)
+    no_cube = np.full(3, np.nan), np.full(4, np.nan)
+    real_cube = sim_cube = no_cube
+    if logged is not None and logged.time_s.size:
+        sample = max(int(np.searchsorted(logged.time_s, frame_s + 1e-6)) - 1, 0)
+        real_cube = logged.position_m[sample], logged.quat_wxyz[sample]
+        if replay.object_divergence is not None:
+            sim_cube = replay.object_divergence.position_m[sample], replay.object_divergence.quat_wxyz[sample]
+    real_scene.place(report.real_position_rad[index], *real_cube)
+    sim_scene.place(replay.position_rad[index], *sim_cube)
+    real, sim = real_scene.render(), sim_scene.render()
+    _put(real, f"REAL (measured)   t {frame_s:5.1f} s", (8, 22), 0.55)
+    _put(sim, f"SIM ({replay.label} replay)", (8, 22), 0.55)
+    return np.hstack([real, sim])
 
 
 DEMO_VIDEO = VideoConfig(fps=10.0, width=320, height=240)

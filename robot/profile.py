@@ -76,6 +76,11 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _only_numbers(value: object) -> bool:
+    """A number, or a list of numbers (soft limits, a mount pose)."""
+    return all(_is_number(item) for item in (value if isinstance(value, list | tuple) else [value]))
+
+
 def _wants_numbers(annotation: object) -> bool:
     """Whether a field holds numbers (float, int, an optional one, a tuple of them or a numeric Literal)."""
     if annotation in (float, int):
@@ -97,8 +102,7 @@ class _Frozen(BaseModel):
         # Lax validation would read "45" as 45.0 after the tighten-only checks on the raw values let it past.
         if info.field_name is None or not _wants_numbers(cls.model_fields[info.field_name].annotation):
             return value
-        items = value if isinstance(value, list | tuple) else [value]
-        if value is None or all(_is_number(item) for item in items):
+        if value is None or _only_numbers(value):
             return value
         raise ValueError(f"{value!r} is not a number — write it without quotes (and not true/false)")
 
@@ -429,8 +433,7 @@ def _check_numbers(entries: Mapping[str, Any], where: str) -> None:
         spec = JointSpec.model_fields.get(field)
         if spec is None or not _wants_numbers(spec.annotation):
             continue
-        items = value if isinstance(value, list | tuple) else [value]
-        if not all(_is_number(item) for item in items):
+        if not _only_numbers(value):
             raise ProfileError(f"{where}: {field} = {_short(value)} is not a number — write it without quotes")
 
 
